@@ -1,0 +1,48 @@
+"""The task generator: deterministic per seed, held-out names disjoint from training, all families used."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agentkit.tinymodel.tasks import FAMILIES, make_task, make_tasks, word_pool
+
+_NAME = re.compile(r"\b[a-z]{4}\b")
+
+
+def test_same_seed_same_task_and_different_seeds_differ() -> None:
+    assert make_tasks("train", 30) == make_tasks("train", 30)
+    a, b = make_task("train", 5), make_task("train", 5 + len(FAMILIES))
+    assert a.family == b.family and a != b
+
+
+def test_splits_use_disjoint_words() -> None:
+    train, held = set(word_pool("train")), set(word_pool("heldout"))
+    assert train and held and not train & held
+    assert len(held) > 100  # enough held-out names for 200 distinct tasks
+
+
+def test_heldout_tasks_never_show_a_training_word() -> None:
+    train = set(word_pool("train"))
+    for t in make_tasks("heldout", 200):
+        text = t.instruction + " " + " ".join(f"{k} {v}" for k, v in t.files.items())
+        seen = {w for w in _NAME.findall(text) if w in train}
+        assert not seen, (t.task_id, seen)
+
+
+def test_every_family_is_generated_with_an_answer_that_needs_tool_output() -> None:
+    tasks = make_tasks("train", 3 * len(FAMILIES))
+    assert {t.family for t in tasks} == set(FAMILIES)
+    for t in tasks:
+        assert t.expert and t.verify and t.instruction
+        if "answer" in t.extra:  # the expert writes what a tool printed, never a value known up front
+            assert t.extra["answer"] not in t.instruction
+            assert any("{out" in v for s in t.expert for v in s.arguments.values())
+
+
+def test_bad_split_and_family_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown split"):
+        make_task("test", 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown task family"):
+        make_task("train", 0, family="nope")
