@@ -1,0 +1,95 @@
+"""Attention of DeepSeek-V4 for all three layer kinds: sliding window only (m = 0), CSA (m = 4, indexer top-k
+over overlapping compressed entries) and HCA (m = 128, all compressed entries)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import ops
+from .cache import LayerCache
+from .compressor import Compressor
+from .config import ModelConfig
+from .indexer import Indexer
+from .linear import Linear, RMSNorm
+from .rope import apply_rope, cos_sin, layer_inv_freq
+from .step import Step
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.cfg, self.ratio = cfg, ratio
+        self.n_heads, self.head_dim, self.rope_dim = cfg.n_heads, cfg.head_dim, cfg.rope_head_dim
+        self.window, self.groups, self.eps = cfg.window_size, cfg.o_groups, cfg.norm_eps
+        self.scale = self.head_dim**-0.5
+        fmt = cfg.weight_format
+        self.wq_a = Linear(cfg.dim, cfg.q_lora_rank, fmt, dtype)
+        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps)
+        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, fmt, dtype)
+        self.wkv = Linear(cfg.dim, self.head_dim, fmt, dtype)
+        self.kv_norm = RMSNorm(self.head_dim, cfg.norm_eps)
+        self.wo_a = Linear(
+            self.n_heads * self.head_dim // self.groups, self.groups * cfg.o_lora_rank, fmt, dtype
+        )
+        self.wo_b = Linear(self.groups * cfg.o_lora_rank, cfg.dim, fmt, dtype)
+        self.attn_sink = nn.Parameter(torch.zeros(self.n_heads, dtype=torch.float32))
+        self.compressor = (
+            Compressor(cfg.dim, self.head_dim, ratio, self.rope_dim, cfg.norm_eps) if ratio else None
+        )
+        self.indexer = Indexer(cfg, ratio, dtype) if ratio == 4 else None
+        self.register_buffer("freqs", layer_inv_freq(cfg, ratio), persistent=False)
+
+    def forward(self, x: torch.Tensor, step: Step, cache: LayerCache) -> torch.Tensor:
+        """x [B, S, D] (normed) -> [B, S, D]. Reads and updates `cache` for the rows' new tokens."""
+        bsz, seqlen, _ = x.shape
+        cos, sin = cos_sin(step.positions, self.freqs)
+        qr = self.q_norm(self.wq_a(x))  # [B, S, R_q]
+        q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
+        q = apply_rope(ops.rms_norm(q, None, self.eps), cos, sin)
+        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin).to(cache.window.dtype)  # [B, S, d]
+
+        kv_sets = [self._window_set(kv, step, cache)]
+        if self.compressor is not None:
+            assert cache.compressed is not None
+            self.compressor(x, step, cache.compressed, self.freqs)
+            if self.indexer is not None:
+                assert cache.index is not None
+                idx = self.indexer(x, qr, step, cache.index, self.freqs)
+            else:
+                n_entries = int(((step.start + step.n_new) // self.ratio).max())
+                n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
+                entry = torch.arange(n_entries, device=x.device)
+                idx = torch.where(entry < n_visible.unsqueeze(-1), entry, -1)  # [B, S, T]
+            kv_sets.append((cache.compressed.entries, idx))
+
+        o = ops.sparse_attn(q, kv_sets, self.attn_sink, self.scale)  # [B, S, H, d]
+        self._write_window(kv, step, cache)
+        o = apply_rope(o, cos, sin, inverse=True)
+        # Grouped low-rank output: group g holds heads g*H/G .. (g+1)*H/G-1.
+        o = o.reshape(bsz, seqlen, self.groups, -1)
+        wo_a = self.wo_a.dense_weight().view(self.groups, -1, o.shape[-1])  # [G, R_o, H*d/G]
+        z = torch.einsum("bsgi,gri->bsgr", o.to(wo_a.dtype), wo_a)
+        return self.wo_b(z.flatten(2))
+
+    def _window_set(
+        self, kv: torch.Tensor, step: Step, cache: LayerCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw-KV source [B, W + S, d] (ring in position order, then this call's tokens) and each query's
+        window indices [B, S, W] into it: query s sees sources s+1 .. s+W (positions p-W+1 .. p)."""
+        w, seqlen = self.window, kv.shape[1]
+        ring_pos = step.start.unsqueeze(1) - w + torch.arange(w, device=kv.device)  # [B, W]
+        ring = cache.window.gather(1, (ring_pos % w).unsqueeze(-1).expand(-1, -1, kv.shape[-1]))
+        src = torch.cat((ring, kv), 1)
+        s = torch.arange(seqlen, device=kv.device)
+        idx = (s.view(-1, 1) + 1 + torch.arange(w, device=kv.device)).unsqueeze(0)  # [1, S, W]
+        pos = step.start.view(-1, 1, 1) - w + idx  # [B, S, W]
+        ok = (pos >= 0) & step.valid.unsqueeze(-1)
+        return src, torch.where(ok, idx, -1)
+
+    def _write_window(self, kv: torch.Tensor, step: Step, cache: LayerCache) -> None:
+        w = self.window
+        for b, start, n in step.rows():
+            keep = min(n, w)
+            slots = torch.arange(start + n - keep, start + n, device=kv.device) % w
+            cache.window[b, slots] = kv[b, n - keep : n]

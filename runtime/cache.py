@@ -1,0 +1,178 @@
+"""KV cache of DeepSeek-V4: per layer a raw sliding-window ring, compressed entries, indexer keys and the
+compressor state (the tokens of the not-yet-complete block, plus the previous block for overlapping CSA).
+
+Every row of the batch keeps its own length, so rows of different lengths share one cache. Memory grows with
+capacity as (head_dim / m) per compressed layer (+ index_head_dim / 4 per CSA layer); the window and the
+compressor states are fixed-size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ModelConfig
+
+
+@dataclass
+class CompressedCache:
+    """Compressed entries of one compressor and its running state.
+
+    entries: [B, capacity // m, c]. state_kv / state_score: [B, coff*m, coff*c] fp32, the projected kv and
+    gate
+    logits (position bias added) of the last coff*m tokens, slot = position mod (coff*m).
+    """
+
+    ratio: int
+    entries: torch.Tensor
+    state_kv: torch.Tensor
+    state_score: torch.Tensor
+
+    @classmethod
+    def allocate(
+        cls, batch: int, capacity: int, ratio: int, dim: int, dtype: torch.dtype, device: torch.device | str
+    ) -> CompressedCache:
+        coff = 2 if ratio == 4 else 1  # CSA entries overlap the previous block
+        return cls(
+            ratio=ratio,
+            entries=torch.zeros(batch, capacity // ratio, dim, dtype=dtype, device=device),
+            state_kv=torch.zeros(batch, coff * ratio, coff * dim, dtype=torch.float32, device=device),
+            state_score=torch.zeros(batch, coff * ratio, coff * dim, dtype=torch.float32, device=device),
+        )
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.entries, self.state_kv, self.state_score]
+
+
+@dataclass
+class LayerCache:
+    """window: [B, W, head_dim] raw K=V ring, slot = position mod W; compressed/index: None when unused."""
+
+    ratio: int
+    window: torch.Tensor
+    compressed: CompressedCache | None = None
+    index: CompressedCache | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        out = [self.window]
+        for c in (self.compressed, self.index):
+            if c is not None:
+                out += c.tensors()
+        return out
+
+
+class KVCache:
+    """All layers' caches plus per-row lengths ([B] int64: tokens each row holds).
+
+    `mtp` holds the MTP blocks' layer caches and `mtp_lengths` their own per-row lengths (the MTP stack is fed
+    separately from the main model)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        layers: list[LayerCache],
+        mtp: list[LayerCache],
+        capacity: int,
+        device: torch.device | str,
+    ) -> None:
+        self.config = config
+        self.layers = layers
+        self.mtp = mtp
+        self.capacity = capacity
+        batch = layers[0].window.shape[0] if layers else 0
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        self.mtp_lengths = torch.zeros(batch, dtype=torch.long, device=device)
+
+    @classmethod
+    def allocate(
+        cls,
+        config: ModelConfig,
+        batch: int = 1,
+        capacity: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> KVCache:
+        """Allocate a cache for `batch` rows of up to `capacity` tokens (default config.max_seq_len)."""
+        capacity = config.max_seq_len if capacity is None else capacity
+        if batch <= 0 or capacity <= 0:
+            raise ValueError(f"batch ({batch}) and capacity ({capacity}) must be positive")
+
+        def layer(ratio: int) -> LayerCache:
+            lc = LayerCache(
+                ratio, torch.zeros(batch, config.window_size, config.head_dim, dtype=dtype, device=device)
+            )
+            if ratio:
+                lc.compressed = CompressedCache.allocate(
+                    batch, capacity, ratio, config.head_dim, dtype, device
+                )
+            if ratio == 4:
+                lc.index = CompressedCache.allocate(
+                    batch, capacity, ratio, config.index_head_dim, dtype, device
+                )
+            return lc
+
+        ratios = config.compress_ratios
+        main = [layer(r) for r in ratios[: config.n_layers]]
+        mtp = [layer(r) for r in ratios[config.n_layers :]]
+        return cls(config, main, mtp, capacity, device)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def _all_layers(self) -> list[LayerCache]:
+        return self.layers + self.mtp
+
+    def nbytes(self) -> int:
+        """Bytes held by every allocated cache tensor."""
+        return sum(t.numel() * t.element_size() for lc in self._all_layers() for t in lc.tensors())
+
+    def bytes_per_token(self, include_mtp: bool = False) -> float:
+        """Context-proportional bytes per token of one row: compressed entries and indexer keys of the
+        allocated
+        buffers divided by their token capacity (the window ring and compressor states are a fixed cost)."""
+        total = 0.0
+        layers = self._all_layers() if include_mtp else self.layers
+        for lc in layers:
+            for c in (lc.compressed, lc.index):
+                if c is not None:
+                    e = c.entries
+                    total += e[0].numel() * e.element_size() / self.capacity
+        return total
+
+    def fixed_bytes(self) -> int:
+        """Bytes per row that do not grow with context (window rings, compressor states)."""
+        per_row = 0
+        for lc in self._all_layers():
+            per_row += lc.window[0].numel() * lc.window.element_size()
+            for c in (lc.compressed, lc.index):
+                if c is not None:
+                    per_row += sum(t[0].numel() * t.element_size() for t in (c.state_kv, c.state_score))
+        return per_row
+
+    def _map(self, fn) -> KVCache:
+        def lc_map(lc: LayerCache) -> LayerCache:
+            def cc(c: CompressedCache | None) -> CompressedCache | None:
+                if c is None:
+                    return None
+                return CompressedCache(c.ratio, fn(c.entries), fn(c.state_kv), fn(c.state_score))
+
+            return LayerCache(lc.ratio, fn(lc.window), cc(lc.compressed), cc(lc.index))
+
+        out = KVCache.__new__(KVCache)
+        out.config, out.capacity = self.config, self.capacity
+        out.layers = [lc_map(lc) for lc in self.layers]
+        out.mtp = [lc_map(lc) for lc in self.mtp]
+        out.lengths = fn(self.lengths)
+        out.mtp_lengths = fn(self.mtp_lengths)
+        return out
+
+    def clone(self) -> KVCache:
+        """An independent copy (forking a sequence)."""
+        return self._map(lambda t: t.clone())
+
+    def select(self, rows: list[int] | torch.Tensor) -> KVCache:
+        """A copy holding only the given batch rows, in that order."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
+        return self._map(lambda t: t.index_select(0, idx))

@@ -1,0 +1,68 @@
+"""KV compressor: pools each block of m tokens into one entry (CSA m=4 with overlap, HCA m=128)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import ops
+from .cache import CompressedCache
+from .linear import Linear, RMSNorm
+from .rope import apply_rope, cos_sin
+from .step import Step
+
+
+class Compressor(nn.Module):
+    """Params: wkv, wgate [coff*c, D] (computed in fp32), ape [m, coff*c] fp32, norm RMSNorm(c).
+
+    Overlap (m == 4, coff = 2): entry b pools the previous block's tokens through channels [0:c) and block b's
+    tokens through channels [c:2c), softmax over all 2m rows per channel. Entry b gets RoPE at position
+    b*m."""
+
+    def __init__(self, dim: int, head_dim: int, ratio: int, rope_dim: int, eps: float) -> None:
+        super().__init__()
+        self.ratio, self.head_dim, self.rope_dim = ratio, head_dim, rope_dim
+        self.overlap = ratio == 4
+        self.coff = 2 if self.overlap else 1
+        self.wkv = Linear(dim, self.coff * head_dim, "float", torch.float32)
+        self.wgate = Linear(dim, self.coff * head_dim, "float", torch.float32)
+        self.ape = nn.Parameter(torch.zeros(ratio, self.coff * head_dim, dtype=torch.float32))
+        self.norm = RMSNorm(head_dim, eps)
+
+    def forward(self, x: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor) -> None:
+        """Feed this call's tokens (x [B, S, D]); write every block they complete into cache.entries."""
+        m, c, ring = self.ratio, self.head_dim, self.coff * self.ratio
+        xf = x.float()
+        kv = self.wkv(xf)  # [B, S, coff*c]
+        score = self.wgate(xf) + self.ape[step.positions % m]
+        for b, start, n in step.rows():
+            if n == 0:
+                continue
+            end = start + n
+            # Source positions lo..end-1: the part before `start` comes from the ring (the open block, and for
+            # overlap the block before it), the rest from this call.
+            lo = max(start // m - (self.coff - 1), 0) * m
+            prev = torch.arange(lo, start, device=x.device) % ring
+            seq_kv = torch.cat((cache.state_kv[b, prev], kv[b, :n]), 0)
+            seq_score = torch.cat((cache.state_score[b, prev], score[b, :n]), 0)
+            first, last = start // m, end // m  # blocks first..last-1 complete in this call
+            if last > first:
+                blocks = torch.arange(first, last, device=x.device)
+                rows = blocks.unsqueeze(1) * m + torch.arange(m, device=x.device) - lo  # [nb, m]
+                if self.overlap:
+                    cur_kv, cur_sc = seq_kv[rows][..., c:], seq_score[rows][..., c:]
+                    has_prev = (blocks > 0).view(-1, 1, 1)
+                    prev_rows = (rows - m).clamp(min=0)
+                    prev_kv = torch.where(has_prev, seq_kv[prev_rows][..., :c], 0.0)
+                    prev_sc = torch.where(has_prev, seq_score[prev_rows][..., :c], float("-inf"))
+                    pool_kv, pool_sc = torch.cat((prev_kv, cur_kv), 1), torch.cat((prev_sc, cur_sc), 1)
+                else:
+                    pool_kv, pool_sc = seq_kv[rows], seq_score[rows]
+                entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.entries.dtype))
+                cos, sin = cos_sin((blocks * m).unsqueeze(0), freqs)
+                entry = apply_rope(entry.unsqueeze(0), cos, sin).squeeze(0)
+                cache.entries[b, first:last] = entry.to(cache.entries.dtype)
+            keep = min(n, ring)
+            slots = torch.arange(end - keep, end, device=x.device) % ring
+            cache.state_kv[b, slots] = kv[b, n - keep : n]
+            cache.state_score[b, slots] = score[b, n - keep : n]

@@ -1,0 +1,46 @@
+"""Lightning indexer of CSA layers: scores compressed entries per query and keeps the top-k."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import ops
+from .cache import CompressedCache
+from .compressor import Compressor
+from .config import ModelConfig
+from .linear import Linear
+from .rope import apply_rope, cos_sin
+from .step import Step
+
+
+class Indexer(nn.Module):
+    """Params: wq_b [Hi*di, R_q], weights_proj [Hi, D], and its own overlapping compressor (c = di, m = 4)."""
+
+    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim, self.topk, self.ratio = (
+            cfg.index_n_heads,
+            cfg.index_head_dim,
+            cfg.index_topk,
+            ratio,
+        )
+        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, cfg.weight_format, dtype)
+        self.weights_proj = Linear(cfg.dim, self.n_heads, "float", dtype)
+        self.compressor = Compressor(cfg.dim, self.head_dim, ratio, cfg.rope_head_dim, cfg.norm_eps)
+        self.weight_scale = (self.head_dim * self.n_heads) ** -0.5
+
+    def forward(
+        self, x: torch.Tensor, qr: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor
+    ) -> torch.Tensor:
+        """x [B, S, D] (normed layer input), qr [B, S, R_q] -> selected entry indices [B, S, k] (-1 =
+        none)."""
+        bsz, seqlen, _ = x.shape
+        self.compressor(x, step, cache, freqs)
+        q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
+        cos, sin = cos_sin(step.positions, freqs)
+        q = apply_rope(q, cos, sin)
+        w = self.weights_proj(x).float() * self.weight_scale  # [B, S, Hi]
+        n_entries = int(((step.start + step.n_new) // self.ratio).max())
+        n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
+        return ops.indexer_topk(q, w, cache.entries[:, :n_entries], n_visible, self.topk)

@@ -1,0 +1,199 @@
+"""The hot operations of the DeepSeek-V4 forward pass as pure functions.
+
+This is the one dispatch point for accelerated kernels: every function here has a plain PyTorch reference body
+that defines the semantics (shapes in the docstrings). Modules call these functions and nothing else for the
+sparse attention, the lightning indexer, compressor pooling, mHC mixing and the routed-expert loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Query rows per step inside sparse_attn / indexer_topk: bounds the gathered [rows, T, d] working set so long
+# prompts cost memory linear in their length.
+QUERY_BLOCK = 128
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim, computed in fp32, returned in x's dtype. weight None = unweighted."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.float()
+    return y.to(x.dtype)
+
+
+def _gather_rows(kv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """kv [B, N, d], idx [B, S, T] (valid entries in [0, N)) -> [B, S, T, d]."""
+    b, s, t = idx.shape
+    flat = idx.reshape(b, s * t, 1).expand(-1, -1, kv.shape[-1])
+    return kv.gather(1, flat).view(b, s, t, kv.shape[-1])
+
+
+def sparse_attn(
+    q: torch.Tensor,
+    kv_sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    sink: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Multi-query attention with a per-head sink over gathered KV rows (K = V).
+
+    q: [B, S, H, d]; kv_sets: pairs (kv [B, N_i, d], idx [B, S, T_i] int64, -1 = skip); sink: [H] fp32 raw
+    logits.
+    All sets share one softmax; the sink adds exp(sink_h) to the denominator only. A query with no valid row
+    returns zeros. Returns [B, S, H, d] in q's dtype; scores and softmax in fp32.
+    """
+    bsz, seqlen, heads, dim = q.shape
+    out = torch.empty_like(q)
+    sink = sink.float().view(1, 1, heads, 1)
+    for s0 in range(0, seqlen, QUERY_BLOCK):
+        s1 = min(seqlen, s0 + QUERY_BLOCK)
+        rows, masks = [], []
+        for kv, idx in kv_sets:
+            idx = idx[:, s0:s1]
+            if idx.shape[-1] == 0:
+                continue
+            valid = idx >= 0
+            rows.append(_gather_rows(kv, idx.clamp(min=0)))
+            masks.append(valid)
+        qb = q[:, s0:s1].float()
+        if not rows:
+            out[:, s0:s1] = 0
+            continue
+        kv_rows = torch.cat(rows, dim=2).float()  # [B, s, T, d]
+        valid = torch.cat(masks, dim=2)  # [B, s, T]
+        scores = torch.einsum("bshd,bstd->bsht", qb, kv_rows) * scale
+        scores = scores.masked_fill(~valid.unsqueeze(2), float("-inf"))
+        m = torch.maximum(scores.amax(-1, keepdim=True), sink)  # sink keeps m finite for empty rows
+        p = torch.exp(scores - m)
+        denom = p.sum(-1, keepdim=True) + torch.exp(sink - m)
+        o = torch.einsum("bsht,bstd->bshd", p / denom, kv_rows)
+        out[:, s0:s1] = o.to(q.dtype)
+    return out
+
+
+def indexer_topk(
+    q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor, topk: int
+) -> torch.Tensor:
+    """Lightning-indexer selection of compressed entries.
+
+    q: [B, S, Hi, di]; weights: [B, S, Hi] (already scaled by di^-0.5 * Hi^-0.5); keys: [B, T, di];
+    n_visible: [B, S] number of entries query s may see (entries 0..n-1). Score(s, c) = sum_h w[s,h] *
+    relu(q[s,h] . keys[c]). Returns [B, S, min(topk, T)] int64 indices, -1 where fewer entries are visible.
+    """
+    bsz, seqlen = q.shape[:2]
+    t = keys.shape[1]
+    k = min(topk, t)
+    out = torch.full((bsz, seqlen, k), -1, dtype=torch.long, device=q.device)
+    if k == 0:
+        return out
+    entry = torch.arange(t, device=q.device)
+    kf = keys.float()
+    for s0 in range(0, seqlen, QUERY_BLOCK):
+        s1 = min(seqlen, s0 + QUERY_BLOCK)
+        logits = torch.einsum("bshd,btd->bsht", q[:, s0:s1].float(), kf).relu_()
+        scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
+        visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        idx = scores.topk(k, dim=-1).indices
+        chosen_visible = idx < n_visible[:, s0:s1].unsqueeze(-1)
+        out[:, s0:s1] = torch.where(chosen_visible, idx, -1)
+    return out
+
+
+def compress_pool(kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """Compressor pooling: softmax over the R source rows, independently per channel, then a weighted sum.
+
+    kv, score: [N, R, c] fp32 (score -inf = empty slot) -> [N, c] fp32.
+    """
+    return (kv * score.softmax(dim=1)).sum(dim=1)
+
+
+def hc_weights(
+    mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n: int, iters: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split the (2+n)*n mHC logits into pre [.., n], post [.., n] and the Sinkhorn-projected comb [.., n, n].
+
+    mix: [..., (2+n)*n] fp32 (already multiplied by the RMS factor); scale [3], base [(2+n)*n] fp32.
+    """
+    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
+    post = 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n])
+    comb = (mix[..., 2 * n :] * scale[2] + base[2 * n :]).unflatten(-1, (n, n))
+    comb = comb.softmax(-1) + eps
+    comb = comb / (comb.sum(-2, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        comb = comb / (comb.sum(-1, keepdim=True) + eps)
+        comb = comb / (comb.sum(-2, keepdim=True) + eps)
+    return pre, post, comb
+
+
+def hc_mix(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
+    """mHC logits: x [B, S, n, D] -> (flatten(x) @ fn^T) * rsqrt(mean(x^2) + eps), fp32 [B, S,
+    fn.shape[0]]."""
+    xf = x.flatten(2).float()
+    rs = torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
+    return (xf @ fn.float().t()) * rs
+
+
+def hc_pre(
+    x: torch.Tensor,
+    fn: torch.Tensor,
+    scale: torch.Tensor,
+    base: torch.Tensor,
+    iters: int,
+    eps: float,
+    norm_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mHC entry: x [B, S, n, D] -> (collapsed [B, S, D] in x's dtype, post [B, S, n], comb [B, S, n, n])."""
+    n = x.shape[2]
+    pre, post, comb = hc_weights(hc_mix(x, fn, norm_eps), scale.float(), base.float(), n, iters, eps)
+    y = (pre.unsqueeze(-1) * x.float()).sum(2)
+    return y.to(x.dtype), post, comb
+
+
+def hc_post(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
+    """mHC exit: stream j = post_j * f + sum_k comb[k, j] * res_k. f [B,S,D], res [B,S,n,D] -> [B,S,n,D]."""
+    y = post.unsqueeze(-1) * f.float().unsqueeze(2) + torch.einsum("bskj,bskd->bsjd", comb, res.float())
+    return y.to(res.dtype)
+
+
+def hc_head(
+    x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, eps: float, norm_eps: float
+) -> torch.Tensor:
+    """Final stream collapse: x [B, S, n, D] -> sum_j (sigmoid(mix_j * scale + base_j) + eps) x_j, [B, S,
+    D]."""
+    pre = torch.sigmoid(hc_mix(x, fn, norm_eps) * scale.float() + base.float()) + eps
+    return (pre.unsqueeze(-1) * x.float()).sum(2).to(x.dtype)
+
+
+def moe_experts(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    weights: torch.Tensor,
+    experts: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+) -> torch.Tensor:
+    """Routed-expert loop. x [N, D]; indices [N, k] int64; weights [N, k] fp32; experts[e](x_e [n, D],
+    w_e [n, 1]) -> [n, D] applies the routing weight itself (before its down projection). Returns fp32 [N,
+    D]."""
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    counts = torch.bincount(indices.flatten(), minlength=len(experts)).tolist()
+    for e, count in enumerate(counts):
+        if count == 0:
+            continue
+        token, slot = torch.where(indices == e)
+        y = experts[e](x[token], weights[token, slot].unsqueeze(-1))
+        out.index_add_(0, token, y.float())
+    return out
+
+
+def swiglu(g: torch.Tensor, u: torch.Tensor, limit: float) -> torch.Tensor:
+    """Clamped SwiGLU in fp32: silu(min(g, L)) * clamp(u, -L, L) (no lower clamp on the gate)."""
+    g = g.float()
+    u = u.float()
+    if limit > 0:
+        g = g.clamp(max=limit)
+        u = u.clamp(-limit, limit)
+    return F.silu(g) * u
