@@ -101,7 +101,7 @@ def _as_dict(message: Message | Msg, index: int) -> Msg:
     if role not in ROLES:
         raise ValueError(f"message {index} has role {role!r}; expected one of {', '.join(ROLES)}")
     content = message.get("content")
-    if isinstance(content, list):  # OpenAI multi-part content: only text parts can be rendered
+    if isinstance(content, list) and role != "tool":  # multi-part content: only text parts can be rendered
         kinds = {p.get("type") for p in content if isinstance(p, dict)}
         if not all(isinstance(p, dict) for p in content) or kinds - {"text"}:
             raise ValueError(
@@ -109,7 +109,7 @@ def _as_dict(message: Message | Msg, index: int) -> Msg:
                 "this model reads text only: pass the text as a string"
             )
         message = {**message, "content": "\n\n".join(p.get("text", "") for p in content)}
-    elif content is not None and not isinstance(content, str):
+    elif content is not None and not isinstance(content, (str, list)):
         raise TypeError(f"message {index} content must be a string, got {type(content).__name__}")
     if role not in ("system", "developer"):
         for key in ("tools", "response_format"):
