@@ -1,0 +1,89 @@
+"""The one place that chooses between the Triton kernels and their PyTorch references.
+
+Default: Triton for CUDA tensors (when Triton is installed), the reference otherwise. The environment variable
+AGENTKIT_KERNELS=triton|torch forces one side; it is read on every call. Forcing Triton for CPU tensors works
+only under the Triton interpreter (TRITON_INTERPRET=1 set before Triton is first imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+ENV = "AGENTKIT_KERNELS"
+# looked up, not imported: importing triton is slow and must not happen before TRITON_INTERPRET is set
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+KVSets = Sequence[tuple[torch.Tensor, torch.Tensor]]
+BACKENDS = ("triton", "torch")
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def backend(device: torch.device | str | None = None) -> str:
+    """'triton' or 'torch' for tensors on `device` (default: what this machine would use)."""
+    forced = os.environ.get(ENV, "").strip().lower()
+    if forced and forced not in BACKENDS:
+        raise ValueError(f"{ENV}={forced!r} is not valid; use one of {BACKENDS} or unset it")
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if forced == "torch":
+        return "torch"
+    if forced == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError(f"{ENV}=triton but Triton is not installed: pip install 'agentkit[kernels]'")
+        if dev.type != "cuda" and not _interpreted():
+            raise RuntimeError(f"{ENV}=triton on {dev.type} tensors needs the Triton interpreter: set "
+                               "TRITON_INTERPRET=1 before importing triton, or use a CUDA device")
+        return "triton"
+    return "triton" if HAS_TRITON and dev.type == "cuda" else "torch"
+
+
+def _pick(device: torch.device, triton_fn: Callable[..., Any],
+          ref_fn: Callable[..., Any]) -> Callable[..., Any]:
+    return triton_fn if backend(device) == "triton" else ref_fn
+
+
+def _mod(name: str) -> Any:
+    # kernel modules are imported on first use so `import agentkit.kernels.dispatch` stays cheap
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def sparse_attention(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor, scale: float) -> torch.Tensor:
+    """Sparse MQA attention with sink (prefill). q [B,S,H,D]; kv_sets: (kv [B,N,D], idx [B,S,T], -1 pad) pairs
+    sharing one softmax -> [B,S,H,D]. Same contract as runtime `ops.sparse_attn`."""
+    m = _mod("sparse_attention")
+    return _pick(q.device, m.sparse_attention, m.sparse_attention_ref)(q, kv_sets, sink, scale)
+
+
+def sparse_attention_decode(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor,
+                            scale: float) -> torch.Tensor:
+    """Split-KV form of sparse_attention (same contract; pays off at small B*S and many rows)."""
+    m = _mod("sparse_attention")
+    return _pick(q.device, m.sparse_attention_decode, m.sparse_attention_ref)(q, kv_sets, sink, scale)
+
+
+def sparse_attention_fp8(q: torch.Tensor, cache_sets: KVSets, sink: torch.Tensor, scale: float,
+                         page_size: int) -> torch.Tensor:
+    """Sparse attention over 584-byte FP8 paged pools; cache_sets = (pool, idx of pool rows, -1 pad) pairs."""
+    m = _mod("sparse_attention")
+    return _pick(q.device, m.sparse_attention_fp8, m.sparse_attention_fp8_ref)(q, cache_sets, sink, scale,
+                                                                                page_size)
+
+
+def fp8_cache_store(cache: torch.Tensor, kv: torch.Tensor, slots: torch.Tensor, page_size: int) -> None:
+    """Quantise kv [M,512] into the FP8 pool at rows `slots` [M] (-1 skips)."""
+    m = _mod("fp8_cache")
+    _pick(cache.device, m.fp8_cache_store, m.fp8_cache_store_ref)(cache, kv, slots, page_size)
+
+
+def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3") -> tuple[torch.Tensor, torch.Tensor]:
+    """Block quantisation with ue8m0 scales -> (values on the grid, fp32 scales [..., K/block])."""
+    m = _mod("quant")
+    return _pick(x.device, m.act_quant, m.act_quant_ref)(x, block, fmt)
