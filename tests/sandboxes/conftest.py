@@ -1,0 +1,97 @@
+"""Backends under test, each skipped with the reason when this machine cannot run it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from agentkit.sandboxes import Sandbox, SandboxConfig, create_sandbox
+
+BACKENDS = ["local", "docker", "bwrap"]
+TEST_RUN_PREFIX = "pytest-"
+
+
+def docker_unavailable() -> str | None:
+    from agentkit.sandboxes.base import SandboxError
+    from agentkit.sandboxes.images import BASE_IMAGE, docker_client, image_exists
+
+    try:
+        client = docker_client()
+    except SandboxError as e:
+        return str(e)
+    if not image_exists(client, BASE_IMAGE):
+        return f"base image {BASE_IMAGE} missing: run scripts/setup-sandbox.sh"
+    return None
+
+
+def bwrap_unavailable() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed; run scripts/setup-sandbox.sh"
+    probe = subprocess.run(
+        ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
+    return None
+
+
+_UNAVAILABLE = {"local": lambda: None, "docker": docker_unavailable, "bwrap": bwrap_unavailable}
+_reasons: dict[str, str | None] = {}
+
+
+def skip_unless_available(backend: str) -> None:
+    if backend not in _reasons:
+        _reasons[backend] = _UNAVAILABLE[backend]()
+    if _reasons[backend]:
+        pytest.skip(f"{backend} backend unavailable: {_reasons[backend]}")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def new_run_id() -> str:
+    return TEST_RUN_PREFIX + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    skip_unless_available(request.param)
+    return request.param
+
+
+@pytest.fixture
+def make_sandbox(backend: str) -> Callable[..., Sandbox]:
+    def make(**overrides: object) -> Sandbox:
+        return create_sandbox(SandboxConfig(backend=backend, **overrides), run_id=new_run_id())
+
+    return make
+
+
+@pytest.fixture
+async def sandbox(make_sandbox: Callable[..., Sandbox]) -> AsyncIterator[Sandbox]:
+    async with make_sandbox() as sb:
+        yield sb
+
+
+def labelled_test_containers(all_states: bool = True) -> list:
+    """Containers labelled by this test suite (any state)."""
+    from agentkit.sandboxes.images import docker_client
+
+    client = docker_client()
+    found = client.containers.list(all=all_states, filters={"label": "agentkit.sandbox=1"})
+    return [c for c in found if c.labels.get("agentkit.run_id", "").startswith(TEST_RUN_PREFIX)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_containers() -> object:
+    yield
+    if docker_unavailable() is None:
+        leaked = [c.name for c in labelled_test_containers()]
+        assert not leaked, f"sandbox tests leaked containers: {leaked}"
