@@ -87,3 +87,12 @@ def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3") -> tuple[tor
     """Block quantisation with ue8m0 scales -> (values on the grid, fp32 scales [..., K/block])."""
     m = _mod("quant")
     return _pick(x.device, m.act_quant, m.act_quant_ref)(x, block, fmt)
+
+
+def indexer_topk(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,
+                 topk: int) -> torch.Tensor:
+    """Lightning-indexer selection: q [B,S,Hi,di], weights [B,S,Hi], keys [B,T,di], n_visible [B,S] ->
+    [B,S,min(topk,T)] int64, -1 past the visible count. Same contract as runtime `ops.indexer_topk`, except
+    that the Triton side lists the chosen indices in index order (attention does not depend on order)."""
+    m = _mod("indexer")
+    return _pick(q.device, m.indexer_topk, m.indexer_topk_ref)(q, weights, keys, n_visible, topk)
