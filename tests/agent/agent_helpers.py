@@ -13,6 +13,9 @@ from agentkit.backends.scripted import ScriptedBackend
 
 EOS = "<｜end▁of▁sentence｜>"
 
+# One newline before the block: the reference parser rejects this ("Unexpected special token").
+MALFORMED = "Let me write it.</think>Writing now.\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>" + EOS
+
 
 def call(name: str, **arguments: Any) -> dict[str, Any]:
     return {"name": name, "arguments": arguments}

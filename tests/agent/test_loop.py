@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from agent_helpers import EOS, answer, bash, call, make_agent, records, turn
+from agent_helpers import EOS, MALFORMED, answer, bash, call, make_agent, records, turn
 from agentkit.tools.decorator import tool
 
 from agentkit.events import StepDone
@@ -18,8 +18,6 @@ from agentkit.messages import ToolResult
 
 pytestmark = pytest.mark.timeout(60)
 
-# One newline before the block: the reference parser rejects this ("Unexpected special token").
-MALFORMED = "Let me write it.</think>Writing now.\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>" + EOS
 
 
 def test_format_error_is_fed_back_and_the_run_recovers(tmp_path: Path) -> None:
