@@ -40,6 +40,8 @@ class TensorInfo(NamedTuple):
 
 def read_header(path: Path) -> dict[str, Any]:
     """The JSON header of a .safetensors file, without touching the tensor data."""
+    if not path.is_file():
+        raise CheckpointError(f"missing shard file {path}: the checkpoint is incomplete; fetch it again")
     try:
         with path.open("rb") as f:
             raw = f.read(8)
@@ -147,6 +149,9 @@ class CheckpointReader:
         fname = info.file.name
         handle = self._handles.get(fname)
         if handle is None:
+            if not info.file.is_file():
+                raise CheckpointError(f"missing shard file {info.file} (holds {key}): the checkpoint is "
+                                      "incomplete; fetch that file again")
             handle = self._handles[fname] = safe_open(str(info.file), framework="pt", device="cpu")
         return handle.get_tensor(self._stored[key])
 

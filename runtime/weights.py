@@ -117,9 +117,9 @@ class _Loader:
         info = r.info(key)
         has_src_scale = skey in r
         if info.dtype in (E4M3, torch.int8) and not has_src_scale:
-            raise self.fail(skey, f"missing key {skey}: the checkpoint has no scale for an "
-                                  f"{'FP8' if info.dtype == E4M3 else 'FP4'} weight",
-                            "the checkpoint is incomplete; restore the shard that holds it")
+            raise CheckpointError(f"missing key {skey} in {r.folder}: the checkpoint has no scale for an "
+                                  f"{'FP8' if info.dtype == E4M3 else 'FP4'} weight ({key} in {info.file}); "
+                                  "the checkpoint is incomplete, restore the shard that holds the scale")
         src_fmt, dst_fmt = _fmt(info.dtype, has_src_scale), _fmt(dst.dtype, dst_scale is not None)
         if "other" in (src_fmt, dst_fmt) or (src_fmt, dst_fmt) == ("fp8", "fp4"):
             fix = ("FP8 -> FP4 would lose precision; quantise from a float checkpoint"
