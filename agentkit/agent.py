@@ -98,7 +98,7 @@ class Agent:
             updates["mcp_servers"] = [*cfg.mcp_servers, *mcp_servers]
         if permissions is not None:
             updates["permissions"] = permissions
-        self.tools_config = cfg.model_copy(update=updates) if updates else cfg
+        self.tools_config = ToolsConfig.model_validate({**dict(cfg), **updates}) if updates else cfg
         self.sandbox = sandbox if sandbox is not None else SandboxConfig()
         self.limits = limits or Limits()
         self.system_prompt = system_prompt

@@ -130,3 +130,51 @@ def test_resume_after_kill_does_no_step_twice(tmp_path: Path) -> None:
     assert len(call_ids) == len(set(call_ids)) == 5  # every tool call answered once
     assert (out / "workspace" / "log.txt").read_text() == "one\ntwo\nthree\n"  # no command ran twice
     assert recs[-1]["verifier"]["passed"] is True
+
+
+def test_embed_example_runs(tmp_path: Path) -> None:
+    script = str(REPO / "examples" / "embed_agent.py")
+    p = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "word_count({'path': 'poem.txt'}) -> '4'" in p.stdout
+    assert "completed: poem.txt has 4 words." in p.stdout
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    marker = "sleep 27.1828"
+    script = [turn(bash(marker)), answer("slept")]
+    (tmp_path / "script.yaml").write_text(yaml.safe_dump(script))
+    task = {"instruction": "sleep", "model": "scripted:script.yaml", "tools": {"builtin": ["bash"]}}
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "run", "task.yaml", "-o", str(out), "-q"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _procs_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _procs_with(marker), "the command never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    time.sleep(0.2)
+    assert _procs_with(marker) == []  # the sandbox killed its command
+    recs = records(out / "trajectory.jsonl")
+    assert recs[-1]["type"] == "end" and recs[-1]["status"] == "cancelled"
+
+
+def _procs_with(marker: str) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmd:
+                out.append(int(pid))
+    return out

@@ -193,3 +193,37 @@ def test_tool_exceptions_become_error_results(tmp_path: Path) -> None:
     res = [x for x in records(r.trajectory) if x["type"] == "tool_result"][0]["result"]
     assert ToolResult.model_validate(res).is_error and "boom" in res["content"]
     assert [s.step for s in steps] == [1, 2]
+
+
+def test_stream_yields_the_run_as_events(tmp_path: Path) -> None:
+    from agentkit.events import RunDone, RunStarted, TokenStream, ToolCallFinished
+
+    agent = make_agent(tmp_path, [turn(bash("echo hi")), answer("bye")])
+
+    async def main() -> list:
+        return [ev async for ev in agent.stream("say hi")]
+
+    events = anyio.run(main)
+    assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunDone)
+    assert events[-1].result.final_answer == "bye"
+    text = "".join(e.text for e in events if isinstance(e, TokenStream) and e.kind == "content")
+    assert text == "bye"
+    done = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert len(done) == 1 and done[0].result.content.strip() == "hi"
+
+
+def test_ask_rule_goes_to_the_ask_hook(tmp_path: Path) -> None:
+    asked: list[tuple[str, dict]] = []
+
+    async def ask(name: str, arguments: dict, rule: object) -> bool:
+        asked.append((name, arguments))
+        return "rm" not in arguments["command"]
+
+    perms = {"rules": [{"tool": "bash", "action": "ask"}]}
+    script = [turn(bash("echo ok > a.txt")), turn(bash("rm a.txt")), answer()]
+    agent = make_agent(tmp_path, script, ask=ask, permissions=perms)
+    r = agent.run_sync("t")
+    assert r.status == "completed" and len(asked) == 2
+    assert (tmp_path / "ws" / "a.txt").exists()  # the rejected rm never ran
+    results = [x["result"] for x in records(r.trajectory) if x["type"] == "tool_result"]
+    assert results[1]["is_error"] and "rejected" in results[1]["content"]
