@@ -65,10 +65,7 @@ class FunctionTool(Tool):
         self.timeout_s = timeout_s
         self._is_async = inspect.iscoroutinefunction(fn)
         self._ctx_param, self.model = _signature_model(fn, self.name, arg_docs)
-        schema = normalize_schema(self.model.model_json_schema())
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        self.parameters = schema
+        self.parameters = normalize_schema(self.model.model_json_schema())
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ class ToolRegistry:
         self.max_result_chars = max_result_chars
         self._static: dict[str, tuple[Tool, str]] = {}  # name -> (tool, where it came from)
         self._sources: list[tuple[str, Callable[[], Sequence[Tool]]]] = []
-        self._validators: dict[int, Any] = {}
+        self._validators: weakref.WeakKeyDictionary[Tool, Any] = weakref.WeakKeyDictionary()
         for t in tools:
             self.add(t)
 
@@ -103,6 +104,10 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._all())
 
+    def is_read_only(self, name: str) -> bool:
+        tool = self.get(name)
+        return bool(tool and tool.read_only)
+
     def tools(self) -> list[Tool]:
         return [t for t, _ in self._all().values()]
 
@@ -153,12 +158,14 @@ class ToolRegistry:
         return self._cap(result)
 
     def _validate(self, tool: Tool, arguments: dict[str, Any]) -> str | None:
-        validator = self._validators.get(id(tool))
+        validator = self._validators.get(tool)
         if validator is None:
+            # MCP tools keep the server's own schema; the prompt gets a normalised copy.
+            schema = getattr(tool, "input_schema", None) or tool.parameters
             try:
-                cls = jsonschema.validators.validator_for(tool.parameters)
-                cls.check_schema(tool.parameters)
-                validator = cls(tool.parameters)
+                cls = jsonschema.validators.validator_for(schema)
+                cls.check_schema(schema)
+                validator = cls(schema)
             except jsonschema.exceptions.SchemaError as e:
                 # The server validates anyway; a broken schema must not make the tool unusable.
                 log.warning(
@@ -167,7 +174,7 @@ class ToolRegistry:
                     e.message,
                 )
                 validator = False
-            self._validators[id(tool)] = validator
+            self._validators[tool] = validator
         if validator is False:
             return None
         errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))

@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 _MAX_REF_DEPTH = 8  # recursive models are cut here and left as a plain object
-_SIMPLE_KEYS = {"description", "default", "title", "examples"}
+_SIMPLE_KEYS = {"description", "default", "examples"}
 
 
 def normalize_schema(schema: Any) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _normalize(node: Any, defs: dict[str, Any], depth: int) -> Any:
         node = {**resolved, **{k: v for k, v in node.items() if k not in ("$defs", "definitions")}}
         return _normalize(node, defs, depth + 1)
 
-    for key in ("$defs", "definitions"):
+    for key in ("$defs", "definitions", "title"):  # titles only repeat the property name, in tokens
         node.pop(key, None)
 
     if "oneOf" in node and "anyOf" not in node:
