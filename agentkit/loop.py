@@ -18,6 +18,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentkit.backends.base import Backend, GenerationOptions, TokenDelta, TurnResult
+from agentkit.encoding import salvage_completion
 from agentkit.events import EventHandler, StepDone, TokenStream, ToolCallFinished, ToolCallStarted, emit
 from agentkit.messages import Message, ToolCall, ToolResult, ToolSpec, Usage
 from agentkit.prompts import format_error_note, repetition_note
@@ -143,8 +144,8 @@ class Loop:
         st.usage = st.usage + result.usage
         dt = time.monotonic() - t0
 
-        if result.message is None:  # malformed output: keep what it said, tell it why, count
-            said = salvage(result.raw_text or "", self.options.thinking_mode)
+        if result.message is None:  # malformed: keep the readable part, tell the model why, count
+            said = salvage_completion(result.raw_text or "", self.options.thinking_mode)
             st.messages.append(said)
             self.log.turn(step, said, result.raw_text, result.error, result.usage, result.finish_reason, dt)
             st.format_errors += 1
@@ -210,19 +211,3 @@ class Loop:
         self.log.tool_result(step, call, result, dt)
         out[call.id] = Message.tool_result(call, result)
         await emit(self.on_event, ToolCallFinished(step, call, result, dt))
-
-
-def salvage(raw: str, thinking_mode: str) -> Message:
-    """A malformed completion as an assistant message that re-renders as plain text.
-
-    Reasoning is split off at the first `</think>`; DSML and end-of-sentence markers are defanged so the
-    text cannot turn into control tokens when the conversation is encoded again.
-    """
-    reasoning, content = None, raw
-    if thinking_mode == "thinking" and "</think>" in raw:
-        reasoning, _, content = raw.partition("</think>")
-    for marker, plain in (("｜DSML｜", "|DSML|"), ("<｜end▁of▁sentence｜>", ""), ("<think>", "<think >"),
-                          ("</think>", "</think >")):
-        content = content.replace(marker, plain)
-        reasoning = reasoning.replace(marker, plain) if reasoning is not None else None
-    return Message(role="assistant", content=content.strip(), reasoning_content=reasoning)
