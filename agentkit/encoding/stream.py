@@ -140,7 +140,7 @@ class StreamParser:
         self._is_string = True
         self._args: dict[str, Any] = {}
         self._raw_args: list[str] = []
-        self._scan_from = 0
+        self._parked: list[str] = []  # the part of a long name/value read so far, see _read_until
 
     # --- public ---------------------------------------------------------------------------------------
 
@@ -202,7 +202,6 @@ class StreamParser:
     def _consume(self, n: int) -> str:
         piece, self._buf = self._buf[:n], self._buf[n:]
         self._offset += n
-        self._scan_from = 0
         return piece
 
     # --- reasoning and content ------------------------------------------------------------------------
@@ -330,23 +329,26 @@ class StreamParser:
         return False
 
     def _read_until(self, final: bool, terminator: str, what: str, bad_chars: str = "") -> str | None:
-        """Text before `terminator` (both consumed), or None while it has not arrived yet."""
-        p = self._buf.find(terminator, self._scan_from)
-        # While waiting, the end of the buffer may be the start of the terminator: do not judge it yet.
-        seen = (
-            self._buf[:p] if p != -1 else self._buf[: len(self._buf) - _partial_suffix(self._buf, terminator)]
-        )
-        bad = next((c for c in seen if c in bad_chars), None) if bad_chars else None
+        """Text before `terminator` (both consumed), or None while it has not arrived yet.
+
+        While waiting, all but the last len(terminator)-1 characters are parked in a list, so a long value
+        streamed in small chunks costs linear time, not a copy of the whole buffer per chunk."""
+        p = self._buf.find(terminator)
+        head = self._buf[:p] if p != -1 else self._buf[: max(0, len(self._buf) - len(terminator) + 1)]
+        bad = next((c for c in head if c in bad_chars), None) if bad_chars else None
         if bad is not None:
+            seen = "".join(self._parked) + head
             self._fail(f"Malformed tool-call block: {what} contains {bad!r} ({_short(seen)}).\n{FORMAT_HINT}")
         if p == -1:
             if final:
                 self._fail(
                     f"The output ended inside the tool-call block, in {what}.\n{FORMAT_HINT}", at_end=True
                 )
-            self._scan_from = max(0, len(self._buf) - len(terminator) + 1)
+            if head:
+                self._parked.append(self._consume(len(head)))
             return None
-        text = self._consume(p)
+        text = "".join(self._parked) + self._consume(p)
+        self._parked = []
         self._consume(len(terminator))
         return text
 
