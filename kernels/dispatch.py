@@ -96,3 +96,16 @@ def indexer_topk(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_v
     that the Triton side lists the chosen indices in index order (attention does not depend on order)."""
     m = _mod("indexer")
     return _pick(q.device, m.indexer_topk, m.indexer_topk_ref)(q, weights, keys, n_visible, topk)
+
+
+def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, iters: int, eps: float,
+           norm_eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mHC entry: x [B,S,n,D] -> (y [B,S,D], post [B,S,n], comb [B,S,n,n]); runtime `ops.hc_pre` contract."""
+    m = _mod("mhc")
+    return _pick(x.device, m.hc_pre, m.hc_pre_ref)(x, fn, scale, base, iters, eps, norm_eps)
+
+
+def hc_post(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
+    """mHC exit: out_j = post_j f + sum_k comb[k,j] res_k -> [B,S,n,D]; runtime `ops.hc_post` contract."""
+    m = _mod("mhc")
+    return _pick(f.device, m.hc_post, m.hc_post_ref)(f, res, post, comb)
