@@ -89,6 +89,17 @@ def labelled_test_containers(all_states: bool = True) -> list:
     return [c for c in found if c.labels.get("agentkit.run_id", "").startswith(TEST_RUN_PREFIX)]
 
 
+@pytest.fixture
+def containers_of() -> Callable[[str], list]:
+    """Containers (any state) of one test run id."""
+    return lambda run_id: [c for c in labelled_test_containers() if c.labels["agentkit.run_id"] == run_id]
+
+
+@pytest.fixture(name="new_run_id")
+def new_run_id_fixture() -> Callable[[], str]:
+    return new_run_id
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_containers() -> object:
     yield
