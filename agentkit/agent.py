@@ -12,6 +12,7 @@ scope, Ctrl-C) stops the loop, closes the sandbox and the MCP servers, and logs 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -35,6 +36,8 @@ from agentkit.sandboxes.base import Sandbox, SandboxConfig
 from agentkit.tools.base import Tool, ToolContext
 from agentkit.trajectory import ATIF_NAME, JSONL_NAME, TrajectoryWriter, load, trajectory_file, write_atif
 
+log_ = logging.getLogger(__name__)
+
 # Called after the loop ends, with the run's sandbox still open (e.g. to run a verifier); its return value
 # lands in `RunResult.verifier`.
 AfterRun = Callable[[Sandbox, "RunResult"], Awaitable[Any]]
@@ -54,7 +57,8 @@ class RunResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        passed = getattr(self.verifier, "passed", True)
+        v = self.verifier
+        passed = v.get("passed") if isinstance(v, dict) else getattr(v, "passed", True)
         return self.status == "completed" and passed is not False
 
 
@@ -141,6 +145,9 @@ class Agent:
     ) -> RunResult:
         """Run `task` (the instruction) to the end, or continue the run logged at `resume` (folder or JSONL).
 
+        A run that fails (the backend, the sandbox, an MCP server) returns status "error" with the reason;
+        a cancelled run logs status "cancelled" and re-raises the cancellation.
+
         `output_dir` is the run's folder (default: the agent's `output_dir`/<run id>, else `runs_home()`).
         """
         t0 = time.monotonic()
@@ -194,11 +201,11 @@ class Agent:
             result = _result_from_state(result, st) if st is not None else result
             result.status, result.error = "cancelled", "the run was cancelled"
             raise
-        except Exception as e:
+        except Exception as e:  # the run failed (backend, sandbox, MCP start-up): a result, not a crash
+            log_.debug("run %s failed", run_id, exc_info=True)
             if st is not None:
                 result = _result_from_state(result, st)
             result.status, result.error = "error", f"{type(e).__name__}: {e}"
-            raise
         finally:
             with anyio.CancelScope(shield=True):  # cleanup must finish even when the run is cancelled
                 try:

@@ -40,14 +40,15 @@ def test_hello_example_from_the_cli(tmp_path: Path) -> None:
     assert json.loads((out / "trajectory.json").read_text())["schema_version"] == "ATIF-v1.4"
 
 
-def test_failed_verifier_gives_a_nonzero_exit(tmp_path: Path) -> None:
+def test_model_override_and_failed_verifier_exit_1(tmp_path: Path) -> None:
     task = yaml.safe_load(HELLO.read_text())
-    task["model"] = f"scripted:{HELLO.parent / 'script.yaml'}"
+    task["model"] = "scripted:not-here.yaml"  # replaced by --model
     task["verifier"]["commands"] = ["test -f no-such-file"]
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
-    p = agentkit("run", "task.yaml", "-q", "-o", "out", cwd=tmp_path)
+    script = HELLO.parent / "script.yaml"
+    p = agentkit("run", "task.yaml", "-q", "-o", "out", "--model", f"scripted:{script}", cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "failed" in p.stdout
+    assert "failed" in p.stdout and "completed" in p.stdout
 
 
 def test_bad_task_file_names_file_line_and_field(tmp_path: Path) -> None:

@@ -227,3 +227,28 @@ def test_ask_rule_goes_to_the_ask_hook(tmp_path: Path) -> None:
     assert (tmp_path / "ws" / "a.txt").exists()  # the rejected rm never ran
     results = [x["result"] for x in records(r.trajectory) if x["type"] == "tool_result"]
     assert results[1]["is_error"] and "rejected" in results[1]["content"]
+
+
+def test_a_failing_backend_gives_status_error(tmp_path: Path) -> None:
+    r = make_agent(tmp_path, [turn(bash("true"))]).run_sync("t")  # the script runs out after one turn
+    assert r.status == "error" and "has 1 turns and turn 2" in r.error and r.steps == 2
+    end = records(r.trajectory)[-1]
+    assert end["status"] == "error" and end["error"] == r.error
+
+
+def test_a_callers_sandbox_is_used_and_left_open(tmp_path: Path) -> None:
+    from agentkit.sandboxes import create_sandbox
+    from agentkit.sandboxes.base import SandboxConfig
+
+    from agentkit.agent import Agent
+    from agentkit.backends.scripted import ScriptedBackend
+
+    async def main() -> None:
+        async with create_sandbox(SandboxConfig(backend="local", host_workdir=str(tmp_path))) as sb:
+            for i in range(2):
+                agent = Agent(model=ScriptedBackend([turn(bash(f"echo {i} >> shared.txt")), answer()]),
+                              sandbox=sb, output_dir=tmp_path / "runs")
+                assert (await agent.run(f"run {i}")).status == "completed"
+            assert (await sb.exec("cat shared.txt")).stdout == "0\n1\n"  # still open, state kept
+
+    anyio.run(main)
