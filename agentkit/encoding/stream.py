@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
 from agentkit.encoding.errors import DSMLParseError
 from agentkit.encoding.render import check_mode
@@ -114,8 +114,9 @@ class StreamParser:
     """Feed completion text as it is generated; get events back.
 
     `finished` turns True once the turn is over (EOS, or the end of the tool-call block) or the output is
-    malformed; the engine should stop generating then. Text fed after that is checked: anything but a trailing
-    EOS yields a `ParseErrorEvent`. Call `close()` at the end of generation; with `eos_stripped=True` (the
+    malformed; the engine should stop generating then. Text fed after the turn is checked (anything but a
+    trailing EOS yields a `ParseErrorEvent`); text fed after an error is ignored. Call `close()` at the end of
+    generation; with `eos_stripped=True` (the
     engine stopped on EOS and removed it) a text ending in content is a complete turn.
     """
 
@@ -196,7 +197,7 @@ class StreamParser:
             )
         return False
 
-    def _fail(self, message: str, at_end: bool = False) -> None:
+    def _fail(self, message: str, at_end: bool = False) -> NoReturn:
         raise DSMLParseError(message, None if at_end else self._offset)
 
     def _consume(self, n: int) -> str:
