@@ -116,8 +116,8 @@ class StreamParser:
     `finished` turns True once the turn is over (EOS, or the end of the tool-call block) or the output is
     malformed; the engine should stop generating then. Text fed after the turn is checked (anything but a
     trailing EOS yields a `ParseErrorEvent`); text fed after an error is ignored. Call `close()` at the end of
-    generation; with `eos_stripped=True` (the
-    engine stopped on EOS and removed it) a text ending in content is a complete turn.
+    generation; with `eos_stripped=True` (the engine stopped on EOS and removed it) a text ending in content
+    is a complete turn.
     """
 
     def __init__(self, thinking_mode: str = "thinking", *, eos_stripped: bool = False) -> None:
