@@ -109,3 +109,26 @@ def hc_post(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.
     """mHC exit: out_j = post_j f + sum_k comb[k,j] res_k -> [B,S,n,D]; runtime `ops.hc_post` contract."""
     m = _mod("mhc")
     return _pick(f.device, m.hc_post, m.hc_post_ref)(f, res, post, comb)
+
+
+def fp8_gemm(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tensor,
+             out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Block-scaled FP8 GEMM: a [M,K] e4m3 + sa [M,K/128], b [N,K] e4m3 + sb [N/128,K/128] -> [M,N]."""
+    m = _mod("fp8_gemm")
+    return _pick(a.device, m.fp8_gemm, m.fp8_gemm_ref)(a, sa, b, sb, out_dtype)
+
+
+def grouped_fp8_fp4_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
+                         offsets: torch.Tensor, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Expert-grouped W4A8 GEMM: rows of a grouped by offsets [E+1]; w e2m1 [E,N,K/2] + sw [E,N,K/32]."""
+    m = _mod("moe_gemm")
+    fn = _pick(a.device, m.grouped_fp8_fp4_gemm, m.grouped_fp8_fp4_gemm_ref)
+    return fn(a, sa, w, sw, offsets, out_dtype)
+
+
+def moe_experts_fp4(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, w13: torch.Tensor,
+                    s13: torch.Tensor, w2: torch.Tensor, s2: torch.Tensor, limit: float) -> torch.Tensor:
+    """Routed FP4 experts for x [N,D] with indices/weights [N,k] -> fp32 [N,D] (see moe_gemm.py)."""
+    m = _mod("moe_gemm")
+    return _pick(x.device, m.moe_experts_fp4, m.moe_experts_fp4_ref)(x, indices, weights, w13, s13, w2, s2,
+                                                                      limit)
