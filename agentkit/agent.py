@@ -171,32 +171,34 @@ class Agent:
         log = TrajectoryWriter(run_dir / JSONL_NAME)
         result = RunResult(run_id=run_id, status="error", trajectory=log.path)
         st: LoopState | None = None
-        stack = contextlib.AsyncExitStack()
         try:
-            if traj is None:
-                log.header(run_id, task, self._config_record(), self.backend.describe())
-            else:
-                log.write("resume", after_steps=traj.steps)
-            await emit(on_event, RunStarted(run_id, task, str(log.path), resumed=traj is not None))
-            sandbox = await self._open_sandbox(stack, run_dir, run_id)
-            registry = await stack.enter_async_context(self._open_tools())
-            ctx = ToolContext(sandbox=sandbox, run_id=run_id)
-            if traj is None:
-                messages = [
-                    Message.system(default_system_prompt(sandbox.workdir, self.system_prompt)),
-                    Message.user(task),
-                ]
-                for m in messages:
-                    log.message(m)
-                st, pending = LoopState(messages=messages), []
-            else:
-                messages, pending = traj.conversation()
-                st = LoopState.rebuild(messages, traj.steps, traj.usage, pending=bool(pending))
-            loop = Loop(self.backend, registry, ctx, self.options, self.limits, log, on_event)
-            await loop.run(st, pending)
-            result = _result_from_state(result, st)
-            if after is not None:
-                result.verifier = await after(sandbox, result)
+            # Sandbox and MCP servers close when this block exits, also on cancellation (they shield their
+            # own teardown), in reverse order of opening.
+            async with contextlib.AsyncExitStack() as stack:
+                if traj is None:
+                    log.header(run_id, task, self._config_record(), self.backend.describe())
+                else:
+                    log.write("resume", after_steps=traj.steps)
+                await emit(on_event, RunStarted(run_id, task, str(log.path), resumed=traj is not None))
+                sandbox = await self._open_sandbox(stack, run_dir, run_id)
+                registry = await stack.enter_async_context(self._open_tools())
+                ctx = ToolContext(sandbox=sandbox, run_id=run_id)
+                if traj is None:
+                    messages = [
+                        Message.system(default_system_prompt(sandbox.workdir, self.system_prompt)),
+                        Message.user(task),
+                    ]
+                    for m in messages:
+                        log.message(m)
+                    st, pending = LoopState(messages=messages), []
+                else:
+                    messages, pending = traj.conversation()
+                    st = LoopState.rebuild(messages, traj.steps, traj.usage, pending=bool(pending))
+                loop = Loop(self.backend, registry, ctx, self.options, self.limits, log, on_event)
+                await loop.run(st, pending)
+                result = _result_from_state(result, st)
+                if after is not None:
+                    result.verifier = await after(sandbox, result)
         except anyio.get_cancelled_exc_class():
             result = _result_from_state(result, st) if st is not None else result
             result.status, result.error = "cancelled", "the run was cancelled"
@@ -207,24 +209,21 @@ class Agent:
                 result = _result_from_state(result, st)
             result.status, result.error = "error", f"{type(e).__name__}: {e}"
         finally:
-            with anyio.CancelScope(shield=True):  # cleanup must finish even when the run is cancelled
-                try:
-                    await stack.aclose()
-                finally:
-                    result.duration_s = time.monotonic() - t0
-                    log.write(
-                        "end",
-                        status=result.status,
-                        final_answer=result.final_answer,
-                        error=result.error,
-                        steps=result.steps,
-                        usage=result.usage.model_dump(),
-                        duration_s=round(result.duration_s, 4),
-                        verifier=_dump(result.verifier),
-                    )
-                    log.close()
-                    result.atif = write_atif(load(log.path), run_dir / ATIF_NAME, _version())
-                    await emit(on_event, RunDone(result))
+            result.duration_s = time.monotonic() - t0
+            log.write(
+                "end",
+                status=result.status,
+                final_answer=result.final_answer,
+                error=result.error,
+                steps=result.steps,
+                usage=result.usage.model_dump(),
+                duration_s=round(result.duration_s, 4),
+                verifier=_dump(result.verifier),
+            )
+            log.close()
+            result.atif = write_atif(load(log.path), run_dir / ATIF_NAME, _version())
+            with anyio.CancelScope(shield=True):  # listeners hear the end of a cancelled run too
+                await emit(on_event, RunDone(result))
         return result
 
     async def _open_sandbox(self, stack: contextlib.AsyncExitStack, run_dir: Path, run_id: str) -> Sandbox:
