@@ -25,6 +25,10 @@ from agentkit.events import (
 app = typer.Typer(
     name="agentkit",
     help="Run tool-using agents on tasks in a sandbox, with an embedded DeepSeek-V4 model or other backends.",
+    epilog=(
+        "Examples:  agentkit run examples/hello/task.yaml  ·  agentkit run task.yaml -o runs/t1 --yes  ·  "
+        "agentkit run task.yaml --resume runs/t1"
+    ),
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
