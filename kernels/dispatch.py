@@ -132,3 +132,16 @@ def moe_experts_fp4(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tenso
     m = _mod("moe_gemm")
     return _pick(x.device, m.moe_experts_fp4, m.moe_experts_fp4_ref)(x, indices, weights, w13, s13, w2, s2,
                                                                       limit)
+
+
+def compress_pool(kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """Per-channel softmax pooling: kv, score [N,R,c] -> [N,c] fp32; runtime `ops.compress_pool` contract."""
+    m = _mod("compressor")
+    return _pick(kv.device, m.compress_pool, m.compress_pool_ref)(kv, score)
+
+
+def compress(kv: torch.Tensor, score: torch.Tensor, norm_w: torch.Tensor, cos: torch.Tensor,
+             sin: torch.Tensor, ratio: int, eps: float, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused prefill compressor (pool + RMSNorm + RoPE) -> entries [B, S // ratio, c] fp32."""
+    m = _mod("compressor")
+    return _pick(kv.device, m.compress, m.compress_ref)(kv, score, norm_w, cos, sin, ratio, eps, lengths)
