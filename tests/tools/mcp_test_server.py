@@ -110,5 +110,7 @@ if __name__ == "__main__":
         server.run()
     elif transport == "http":
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    elif transport == "sse":
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
     else:
-        raise SystemExit(f"unknown transport {transport!r}; use stdio or http PORT")
+        raise SystemExit(f"unknown transport {transport!r}; use stdio, http PORT or sse PORT")

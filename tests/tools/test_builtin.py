@@ -112,3 +112,16 @@ async def test_list_dir_and_search(registry, sandbox):
 async def test_tools_need_a_sandbox(registry):
     r = await registry.call(ToolCall(name="bash", arguments={"command": "true"}), ToolContext())
     assert r.is_error and "sandbox" in r.content
+
+
+async def test_output_caps_keep_head_and_tail(sandbox):
+    small = ToolRegistry(builtin_tools(["bash"]), max_result_chars=4000)
+    cmd = "for i in $(seq 1 20000); do echo line-$i; done"
+    r = await call(small, sandbox, "bash", command=cmd)
+    assert len(r.content) < 4200
+    assert r.content.startswith("line-1\n") and r.content.rstrip().endswith("line-20000")
+    assert "characters cut from the middle" in r.content
+    full = ToolRegistry(builtin_tools(["bash"]))
+    r = await call(full, sandbox, "bash", command="head -c 3000000 /dev/zero | tr '\\0' x")
+    assert len(r.content) <= sandbox.config.max_output_bytes + 1000  # the sandbox's own cap, with its note
+    assert r.content.startswith("xxx")

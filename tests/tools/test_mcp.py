@@ -38,11 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
+def start_server(kind: str) -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)],
+        [sys.executable, SERVER, kind, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -55,11 +54,23 @@ def http_url() -> Iterator[str]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"test HTTP server did not come up: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"test {kind} server did not come up: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
+    yield port
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    for port in start_server("http"):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="module")
+def sse_url() -> Iterator[str]:
+    for port in start_server("sse"):
+        yield f"http://127.0.0.1:{port}/sse"
 
 
 def process_gone(pid: int) -> bool:
@@ -123,6 +134,16 @@ async def test_http_server_tools_results_and_timeouts(http_url: str):
     assert cfg.transport == "http"
     async with MCPToolset(cfg) as ts:
         await check_common_tools(ts)
+
+
+async def test_sse_server_basic_calls(sse_url: str):
+    cfg = MCPServerConfig(name="t", url=sse_url, timeout_s=5)
+    assert cfg.transport == "sse"  # inferred from the /sse suffix
+    async with MCPToolset(cfg) as ts:
+        r = await ts.call("make_point", {"x": 3, "y": 4, "label": "p"})
+        assert r.data == {"x": 3, "y": 4, "label": "p"}
+        r = await ts.call("fail", {"message": "over sse"})
+        assert r.is_error and "over sse" in r.content
 
 
 async def test_server_exits_mid_call_then_restarts_and_children_die():
