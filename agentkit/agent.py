@@ -72,7 +72,19 @@ def new_run_id() -> str:
 
 
 class Agent:
-    """A configured agent; `run` may be called many times, also concurrently."""
+    """A configured agent; `run` may be called many times, also concurrently.
+
+    model: a backend object, or `"scripted:FILE"`, `"embedded"`, `"openai:NAME"`, a `ModelConfig` or dict.
+    tools: extra Python tools (`@tool` functions or `Tool` objects), added to the built-ins.
+    mcp_servers: `MCPServerConfig`s (or dicts) whose tools join as `server__tool`.
+    sandbox: a `SandboxConfig` (a fresh sandbox per run) or a started `Sandbox` the caller owns.
+    limits / permissions: budgets (`Limits`) and permission rules (`PermissionsConfig` or dict).
+    system_prompt: replaces the default; `{workdir}` is filled in.
+    thinking / generation: thinking mode (True, False, "thinking", "chat") and sampling options.
+    tools_config: a task's `tools:` section (`ToolsConfig` or dict); mcp_servers/permissions add to it.
+    ask: the approval hook for `ask` rules: `async (tool_name, arguments, rule) -> bool`.
+    output_dir: where run folders go (default `runs_home()`).
+    """
 
     def __init__(
         self,
@@ -83,7 +95,7 @@ class Agent:
         limits: Limits | None = None,
         permissions: Any = None,
         system_prompt: str | None = None,
-        thinking: bool | str = True,
+        thinking: bool | str | None = None,
         generation: GenerationOptions | None = None,
         tools_config: Any = None,
         ask: Callable[..., Awaitable[bool]] | None = None,
@@ -106,9 +118,10 @@ class Agent:
         self.sandbox = sandbox if sandbox is not None else SandboxConfig()
         self.limits = limits or Limits()
         self.system_prompt = system_prompt
-        mode = {True: "thinking", False: "chat"}.get(thinking, thinking)  # type: ignore[call-overload]
-        self.options = (generation or GenerationOptions()).model_copy(update={"thinking_mode": mode})
-        GenerationOptions.model_validate(self.options.model_dump())  # re-validate the thinking mode
+        gen = (generation or GenerationOptions()).model_dump()
+        if thinking is not None:  # True/False or "thinking"/"chat"; None keeps `generation`'s mode
+            gen["thinking_mode"] = {True: "thinking", False: "chat"}.get(thinking, thinking)  # type: ignore[call-overload]
+        self.options = GenerationOptions.model_validate(gen)
         self.ask = ask
         self.output_dir = Path(output_dir) if output_dir is not None else None
 

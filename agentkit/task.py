@@ -259,7 +259,6 @@ def build_agent(
         sandbox=task.sandbox,
         limits=task.limits,
         system_prompt=task.system_prompt,
-        thinking=task.generation.thinking_mode,
         generation=task.generation,
         ask=ask,
         output_dir=output_dir,
