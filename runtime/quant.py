@@ -97,13 +97,17 @@ def dequant_fp8(w_fp8: torch.Tensor, scale: torch.Tensor, block: int = FP8_BLOCK
     if w_fp8.dtype != E4M3:
         raise TypeError(f"dequant_fp8 expects a float8_e4m3fn weight, got {w_fp8.dtype}")
     out_f, in_f = w_fp8.shape
-    want = fp8_scale_shape(out_f, in_f, block)
-    if tuple(scale.shape) != want:
-        raise ValueError(f"FP8 weight {tuple(w_fp8.shape)} needs a scale of shape {want} "
+    sr, sc = fp8_scale_shape(out_f, in_f, block)
+    if tuple(scale.shape) != (sr, sc):
+        raise ValueError(f"FP8 weight {tuple(w_fp8.shape)} needs a scale of shape {(sr, sc)} "
                          f"(one per {block}x{block} block), got {tuple(scale.shape)}")
     s = e8m0_to_float(scale) if scale.dtype in (E8M0, torch.uint8) else scale.float()
-    s = s.repeat_interleave(block, 0)[:out_f].repeat_interleave(block, 1)[:, :in_f]
-    return w_fp8.float() * s
+    w = w_fp8.float()
+    ragged = (sr * block, sc * block) != (out_f, in_f)
+    if ragged:
+        w = _pad_to(w, sr * block, sc * block)
+    w = (w.view(sr, block, sc, block) * s[:, None, :, None]).view(sr * block, sc * block)
+    return w[:out_f, :in_f].contiguous() if ragged else w
 
 
 # --- FP4 experts: e2m1 nibbles (element 2j low, 2j+1 high) + one e8m0 per 32 inputs of a row ----------------
@@ -126,13 +130,20 @@ def _e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
     return torch.where(codes >= 8, -mag, mag)
 
 
+def _byte_pairs(device: torch.device) -> torch.Tensor:
+    """[256, 2] float32: the (low nibble, high nibble) e2m1 values of every byte."""
+    b = torch.arange(256, dtype=torch.uint8, device=device)
+    return torch.stack([_e2m1_decode(b & 0xF), _e2m1_decode(b >> 4)], dim=-1)
+
+
 def fp4_unpack(packed: torch.Tensor) -> torch.Tensor:
     """int8/uint8/float4_e2m1fn_x2 [out, in/2] -> e2m1 values as float32 [out, in]."""
     if packed.dtype not in (torch.int8, torch.uint8, torch.float4_e2m1fn_x2):
         raise TypeError(f"FP4 weights are stored as int8 (two e2m1 codes per byte), got {packed.dtype}")
     p = packed.view(torch.uint8)
-    codes = torch.stack([p & 0xF, p >> 4], dim=-1).flatten(-2)  # [out, in]: low nibble first
-    return _e2m1_decode(codes)
+    # one gather per byte: element 2j (low nibble) then 2j+1 (high nibble)
+    pairs = _byte_pairs(p.device).index_select(0, p.reshape(-1).long())
+    return pairs.view(*p.shape[:-1], p.shape[-1] * 2)
 
 
 def fp4_scale_shape(out_features: int, in_features: int) -> tuple[int, int]:
@@ -160,7 +171,8 @@ def dequant_fp4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
                          f"{fp4_scale_shape(out_f, 2 * half)} (one per {FP4_BLOCK} inputs), "
                          f"got {tuple(scale.shape)}")
     s = e8m0_to_float(scale) if scale.dtype in (E8M0, torch.uint8) else scale.float()
-    return fp4_unpack(packed) * s.repeat_interleave(FP4_BLOCK, 1)
+    w = fp4_unpack(packed).view(out_f, -1, FP4_BLOCK) * s[..., None]
+    return w.view(out_f, 2 * half)
 
 
 def fp4_to_fp8(
