@@ -21,6 +21,7 @@ from agentkit.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from agentkit.tools.cli import mcp_app
 
 app = typer.Typer(
     name="agentkit",
@@ -38,17 +39,14 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def _add_subapps() -> None:
-    for module, attr, name, help_ in (
-        ("agentkit.sandboxes.cli", "sandbox_app", "sandbox", "Inspect and try sandboxes."),
-        ("agentkit.tools.cli", "mcp_app", "mcp", "List and call the tools of MCP servers."),
-    ):
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        app.add_typer(getattr(mod, attr), name=name, help=help_)
+    app.add_typer(mcp_app, name="mcp")
+    try:  # the sandbox commands ship with the sandboxes package once it has them
+        from agentkit.sandboxes.cli import sandbox_app
+    except ModuleNotFoundError as e:
+        if e.name != "agentkit.sandboxes.cli":
+            raise
+    else:
+        app.add_typer(sandbox_app, name="sandbox")
 
 
 class LiveView:
