@@ -345,7 +345,7 @@ class ModelConfig:
             o_lora_rank=16,
             window_size=16,
             compress_ratios=(0, 4, 128, 4, 0),
-            index_n_heads=8,
+            index_n_heads=16,
             index_head_dim=16,
             index_topk=6,
             n_routed_experts=8,

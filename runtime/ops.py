@@ -98,7 +98,9 @@ def indexer_topk(
         scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
         scores = scores.masked_fill(~visible, float("-inf"))
-        idx = scores.topk(k, dim=-1).indices
+        # Stable sort, not topk: equal scores (e.g. several entries at exactly 0 after the ReLU) then resolve to
+        # the lower entry index, so the selection does not depend on how a prompt was split into calls.
+        idx = scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
         chosen_visible = idx < n_visible[:, s0:s1].unsqueeze(-1)
         out[:, s0:s1] = torch.where(chosen_visible, idx, -1)
     return out
