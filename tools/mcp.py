@@ -20,6 +20,8 @@ import re
 import signal
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +36,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -321,12 +324,7 @@ class MCPToolset:
                 timeout=cfg.startup_timeout_s,
                 sse_read_timeout=max(300.0, cfg.timeout_s),
             )
-        http = httpx2.AsyncClient(
-            headers=cfg.headers,
-            timeout=httpx2.Timeout(cfg.startup_timeout_s, read=max(300.0, cfg.timeout_s)),
-            follow_redirects=True,
-        )
-        return streamable_http_client(cfg.url, http_client=http)
+        return _streamable_http(cfg)
 
     # -- tool list changes -----------------------------------------------------------------------------
 
@@ -399,6 +397,16 @@ class MCPToolset:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+@asynccontextmanager
+async def _streamable_http(cfg: MCPServerConfig) -> AsyncIterator[Any]:
+    """Streamable HTTP with our headers and timeouts (the SDK leaves a client it was given open)."""
+    assert cfg.url is not None
+    timeout = httpx2.Timeout(cfg.startup_timeout_s, read=max(300.0, cfg.timeout_s))
+    async with create_mcp_http_client(headers=cfg.headers, timeout=timeout) as http:
+        async with streamable_http_client(cfg.url, http_client=http) as streams:
+            yield streams
 
 
 def _pids_with_env(key: str, value: str) -> list[int]:

@@ -197,6 +197,15 @@ async def test_server_that_does_not_start_fails_fast_and_clearly(command, args, 
     assert time.monotonic() - t0 < 4
 
 
+async def test_unreachable_http_server_fails_fast():
+    cfg = MCPServerConfig(name="web", url=f"http://127.0.0.1:{free_port()}/mcp", startup_timeout_s=3)
+    t0 = time.monotonic()
+    with pytest.raises(MCPStartupError, match="MCP server 'web' failed to start: .*connect"):
+        async with MCPToolset(cfg):
+            pass
+    assert time.monotonic() - t0 < 4
+
+
 async def test_open_tools_merges_mcp_tools_validates_and_skips_optional_broken_servers(tmp_path, sandbox):
     config_file = tmp_path / "mcp.json"
     config_file.write_text(
