@@ -136,13 +136,19 @@ class Agent:
             await self._backend.aclose()
 
     def _config_record(self) -> dict[str, Any]:
+        """The run's configuration for the trajectory header, with env and header values redacted."""
         sb = self.sandbox.model_dump(mode="json") if isinstance(self.sandbox, SandboxConfig) else {
             "backend": type(self.sandbox).__name__
         }
+        tools = self.tools_config.model_dump(mode="json")
+        for server in tools.get("mcp_servers", []):
+            for key in ("env", "headers"):
+                server[key] = _redacted(server.get(key))
+        sb["env"] = _redacted(sb.get("env"))
         return {
             "limits": self.limits.model_dump(mode="json"),
             "generation": self.options.model_dump(mode="json"),
-            "tools": self.tools_config.model_dump(mode="json"),
+            "tools": tools,
             "extra_tools": [t.name for t in self.extra_tools],
             "sandbox": sb,
         }
@@ -282,6 +288,10 @@ def _version() -> str:
     from agentkit import __version__
 
     return __version__
+
+
+def _redacted(d: dict[str, str] | None) -> dict[str, str] | None:
+    return {k: "***" for k in d} if isinstance(d, dict) else d  # tokens and keys stay out of the logs
 
 
 def _dump(v: Any) -> Any:

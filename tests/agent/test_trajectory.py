@@ -118,3 +118,17 @@ def test_in_process_resume_runs_only_the_missing_calls(tmp_path: Path) -> None:
     assert again.status == "completed" and again.final_answer == "resumed"
     assert len(records(run_dir / "trajectory.jsonl")) == len(recs)
     validate_atif(to_atif(load(run_dir)))
+
+
+def test_header_redacts_env_and_headers(tmp_path: Path) -> None:
+    from agentkit.sandboxes.base import SandboxConfig
+
+    mcp = {"name": "remote", "url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer s3cret"},
+           "required": False}
+    agent = make_agent(tmp_path, [answer()], mcp_servers=[mcp])
+    ws = str(tmp_path / "ws")
+    agent.sandbox = SandboxConfig(backend="local", host_workdir=ws, env={"API_KEY": "s3cret"})
+    r = agent.run_sync("t")
+    assert r.status == "completed"
+    text = r.trajectory.read_text()
+    assert "s3cret" not in text and '"Authorization": "***"' in text and '"API_KEY": "***"' in text
