@@ -31,13 +31,18 @@ import time
 CHUNK = 1 << 16
 MAX_READ_BYTES = 100 << 20  # read_file cap, like common harnesses' file-read limits
 
-# Bash prelude: the EXIT trap writes "$PWD\0NAME=value\0..." for every exported variable, using builtins only
-# (no extra exec per command). Shell variables (not exported), functions and aliases do not persist.
+# Bash prelude: the EXIT trap writes "$PWD\0NAME=value\0..." for every exported variable with builtins only:
+# no fork or exec per command (even `$(...)` would cost a fork). Shell variables (not exported), functions and
+# aliases do not persist. `builtin` keeps a user's function of the same name out of the way.
 PRELUDE = r"""__agentkit_save() {
   __agentkit_rc=$?
+  builtin compgen -e >"$__agentkit_state.names" 2>/dev/null
+  builtin mapfile -t __agentkit_names <"$__agentkit_state.names"
   {
-    printf '%s\0' "$PWD"
-    for __agentkit_n in $(compgen -e); do printf '%s=%s\0' "$__agentkit_n" "${!__agentkit_n}"; done
+    builtin printf '%s\0' "$PWD"
+    for __agentkit_n in "${__agentkit_names[@]}"; do
+      builtin printf '%s=%s\0' "$__agentkit_n" "${!__agentkit_n}"
+    done
   } >"$__agentkit_state" 2>/dev/null
   exit $__agentkit_rc
 }
@@ -102,7 +107,7 @@ class Driver:
         self.out = sys.stdout.buffer
         self.cwd = os.getcwd()
         self.env = dict(os.environ)
-        self.tmp = tempfile.mkdtemp(prefix="agentkit-driver-")
+        self.tmp = make_state_dir()
         self.state_file = os.path.join(self.tmp, "state")
         self.groups: set[int] = set()  # process groups of every command, killed when the driver ends
         # SIGCHLD wakes the select loop the moment a command exits, even if a background job keeps its pipes.
@@ -414,6 +419,14 @@ class ChunkWriter(io.RawIOBase):
             self.driver.out.write(bytes(self.buf))
             self.driver.out.flush()
             self.buf = bytearray()
+
+
+def make_state_dir() -> str:
+    """Prefer tmpfs for the per-command state file: on a disk file system, creating it costs milliseconds."""
+    try:
+        return tempfile.mkdtemp(prefix="agentkit-driver-", dir="/dev/shm")
+    except OSError:
+        return tempfile.mkdtemp(prefix="agentkit-driver-")
 
 
 def shlex_quote(s: str) -> str:

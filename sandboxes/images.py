@@ -19,7 +19,7 @@ from pathlib import Path
 from agentkit.sandboxes.base import SandboxError
 
 BASE_IMAGE_REPO = "agentkit/base"
-BASE_IMAGE_VERSION = "1"  # bump when the package list or the image layout below changes
+BASE_IMAGE_VERSION = "3"  # bump when the package list or the image layout below changes
 BASE_IMAGE = f"{BASE_IMAGE_REPO}:{BASE_IMAGE_VERSION}"
 BASE_PACKAGES = (
     "python3",
@@ -28,6 +28,7 @@ BASE_PACKAGES = (
     "git",
     "python3-pytest",
     "procps",
+    "less",
     "ca-certificates",
 )
 AGENT_USER, AGENT_UID = "agent", 1000
@@ -158,9 +159,31 @@ def _run(argv: list[str]) -> None:
 FROM_RE = re.compile(r"^(\s*FROM\s+(?:--platform=\S+\s+)?)(\S+)(.*)$", re.I | re.M)
 
 
-def rewrite_from_lines(dockerfile: str, image_map: Mapping[str, str]) -> str:
-    """Substitute `FROM <remote>` with the local image `image_map` names for it."""
-    return FROM_RE.sub(lambda m: m.group(1) + image_map.get(m.group(2), m.group(2)) + m.group(3), dockerfile)
+def rewrite_from_lines(
+    dockerfile: str, image_map: Mapping[str, str], root_after: frozenset[str] = frozenset()
+) -> str:
+    """Substitute `FROM <remote>` with the local image `image_map` names for it.
+
+    Public base images (ubuntu, debian, python) run as root and task Dockerfiles count on it; a substitute in
+    `root_after` (it declares a non-root USER, like ours) gets `USER root` right after its FROM line.
+    """
+
+    def swap(m: re.Match[str]) -> str:
+        local = image_map.get(m.group(2), m.group(2))
+        line = m.group(1) + local + m.group(3)
+        return line + "\nUSER root" if m.group(2) in image_map and local in root_after else line
+
+    return FROM_RE.sub(swap, dockerfile)
+
+
+def _non_root_images(client, names) -> frozenset[str]:
+    found = set()
+    for name in names:
+        if image_exists(client, name):
+            user = client.images.get(name).attrs.get("Config", {}).get("User") or ""
+            if user not in ("", "root", "0", "0:0"):
+                found.add(name)
+    return frozenset(found)
 
 
 def build_image(
@@ -174,7 +197,10 @@ def build_image(
     source = context_dir / dockerfile
     if not source.is_file():
         raise SandboxError(f"no {dockerfile} in {context_dir}")
-    text = rewrite_from_lines(source.read_text(), image_map or {})
+    image_map = image_map or {}
+    text = rewrite_from_lines(
+        source.read_text(), image_map, _non_root_images(client, set(image_map.values()))
+    )
     stages = {m.group(3).split()[-1].lower() for m in FROM_RE.finditer(text) if " as " in m.group(3).lower()}
     for m in FROM_RE.finditer(text):
         base = m.group(2)

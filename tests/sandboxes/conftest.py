@@ -90,6 +90,19 @@ def labelled_test_containers(all_states: bool = True) -> list:
 
 
 @pytest.fixture
+def require_docker() -> None:
+    skip_unless_available("docker")
+
+
+@pytest.fixture
+def docker_sandbox(require_docker: None) -> Callable[..., Sandbox]:
+    def make(**overrides: object) -> Sandbox:
+        return create_sandbox(SandboxConfig(backend="docker", **overrides), run_id=new_run_id())
+
+    return make
+
+
+@pytest.fixture
 def containers_of() -> Callable[[str], list]:
     """Containers (any state) of one test run id."""
     return lambda run_id: [c for c in labelled_test_containers() if c.labels["agentkit.run_id"] == run_id]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def host_address_seen_from(backend: str) -> str:
     if backend == "docker":
         from agentkit.sandboxes.images import docker_client
 
-        return docker_client().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        ipam = docker_client().networks.get("bridge").attrs["IPAM"]["Config"][0]
+        # older engines leave the gateway out: it is then the subnet's first address
+        return ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     return "127.0.0.1"  # bwrap: with --share-net the host's loopback is the sandbox's
 
 
