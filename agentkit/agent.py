@@ -212,7 +212,9 @@ class Agent:
                     st, pending = LoopState(messages=messages), []
                 else:
                     messages, pending = traj.conversation()
-                    st = LoopState.rebuild(messages, traj.steps, traj.usage, pending=bool(pending))
+                    st = LoopState.rebuild(
+                        messages, traj.steps, traj.usage, bool(pending), traj.trailing_format_errors
+                    )
                 loop = Loop(self.backend, registry, ctx, self.options, self.limits, log, on_event)
                 await loop.run(st, pending)
                 result = _result_from_state(result, st)

@@ -88,9 +88,17 @@ class LoopState:
         return self.streak
 
     @classmethod
-    def rebuild(cls, messages: list[Message], steps: int, usage: Usage, pending: bool = False) -> LoopState:
-        """State after `messages`; with `pending`, the last turn's calls are still to run (and be counted)."""
-        st = cls(messages=messages, step=steps, usage=usage)
+    def rebuild(
+        cls, messages: list[Message], steps: int, usage: Usage, pending: bool = False, format_errors: int = 0
+    ) -> LoopState:
+        """State after `messages`; with `pending`, the last turn's calls are still to run (and be counted).
+
+        A conversation that ends in an answer (killed before the end was logged) is a completed run.
+        """
+        st = cls(messages=messages, step=steps, usage=usage, format_errors=format_errors)
+        last = messages[-1] if messages else None
+        if last is not None and last.role == "assistant" and not last.tool_calls:
+            st.status, st.final_answer = "completed", last.content or ""
         turns = [m for m in messages if m.role == "assistant"]
         for m in turns[:-1] if pending else turns:
             if m.role == "assistant" and m.tool_calls:
@@ -146,12 +154,11 @@ class Loop:
 
         if result.message is None:  # malformed: keep the readable part, tell the model why, count
             said = salvage_completion(result.raw_text or "", self.options.thinking_mode)
-            st.messages.append(said)
-            self.log.turn(step, said, result.raw_text, result.error, result.usage, result.finish_reason, dt)
-            st.format_errors += 1
             note = format_error_note(result.error or "unknown format error", result.finish_reason == "length")
-            st.messages.append(Message.user(note))
-            self.log.note(step, note)
+            st.messages += [said, Message.user(note)]
+            r = result
+            self.log.turn(step, said, r.raw_text, r.error, r.usage, r.finish_reason, dt, note=note)
+            st.format_errors += 1
             await emit(self.on_event, StepDone(step, None, result.usage, result.error, [note]))
             if st.format_errors >= self.limits.max_consecutive_format_errors:
                 st.status = "format_error"

@@ -5,7 +5,8 @@ it had finished. Records (`type`):
   header       run_id, created, task, config, model                      (first line)
   message      a conversation message that is not a model turn (system prompt, task instruction)
   turn         step, message (the assistant message as the conversation keeps it), raw_text, error,
-               usage, finish_reason, duration_s
+               usage, finish_reason, duration_s; for a malformed reply also `note`, the user message
+               that tells the model what was wrong (in the same record, so a resume never loses it)
   tool_result  step, call_id, name, result {content, is_error, data}, duration_s
   note         step, text: a user message the loop added (format error, repetition warning)
   resume       the log continues in a new process
@@ -68,7 +69,9 @@ class TrajectoryWriter:
         usage: Usage,
         finish_reason: str,
         duration_s: float,
+        note: str | None = None,
     ) -> None:
+        extra = {"note": note} if note is not None else {}
         self.write(
             "turn",
             step=step,
@@ -78,6 +81,7 @@ class TrajectoryWriter:
             usage=usage.model_dump(),
             finish_reason=finish_reason,
             duration_s=round(duration_s, 4),
+            **extra,
         )
 
     def tool_result(self, step: int, call: ToolCall, result: ToolResult, duration_s: float) -> None:
@@ -137,6 +141,16 @@ class Trajectory:
         return max((r["step"] for r in self.of_type("turn")), default=0)
 
     @property
+    def trailing_format_errors(self) -> int:
+        """How many of the last turns in a row were malformed."""
+        n = 0
+        for r in reversed(self.of_type("turn")):
+            if not r.get("error"):
+                break
+            n += 1
+        return n
+
+    @property
     def usage(self) -> Usage:
         total = Usage()
         for r in self.of_type("turn"):
@@ -165,6 +179,8 @@ class Trajectory:
                 msg = Message.model_validate(r["message"])
                 messages.append(msg)
                 turn_calls, results = list(msg.tool_calls), {}
+                if r.get("note"):
+                    messages.append(Message.user(r["note"]))
             elif t == "tool_result":
                 res = ToolResult.model_validate(r["result"])
                 results[r["call_id"]] = Message.tool_result(ToolCall(id=r["call_id"], name=r["name"]), res)
@@ -250,6 +266,8 @@ def to_atif(traj: Trajectory, agent_version: str = "") -> dict[str, Any]:
                 ]
                 step["observation"] = {"results": []}
             by_step[r["step"]] = step
+            if r.get("note"):
+                add("user", r["note"], r["ts"])
         elif t == "tool_result":
             step = by_step.get(r["step"])
             if step is not None and "observation" in step:

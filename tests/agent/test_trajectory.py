@@ -132,3 +132,35 @@ def test_header_redacts_env_and_headers(tmp_path: Path) -> None:
     assert r.status == "completed"
     text = r.trajectory.read_text()
     assert "s3cret" not in text and '"Authorization": "***"' in text and '"API_KEY": "***"' in text
+
+
+def test_resume_restores_the_format_error_count_and_a_finished_answer(tmp_path: Path) -> None:
+    from agentkit.loop import Limits
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    w = TrajectoryWriter(run_dir / "trajectory.jsonl")
+    w.header("rid", "task", {}, {"backend": "scripted"})
+    w.message(Message.system("sys"))
+    w.message(Message.user("task"))
+    for step in (1, 2):
+        said = Message(role="assistant", content="x")
+        w.turn(step, said, MALFORMED, "bad", Usage(), "stop", 0.1, note="fix it")
+    w.close()
+    msgs, _ = load(run_dir).conversation()
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+    agent = make_agent(tmp_path, [MALFORMED, MALFORMED, MALFORMED, answer()],
+                       limits=Limits(max_consecutive_format_errors=3))
+    r = agent.run_sync("task", resume=run_dir)
+    assert r.status == "format_error" and r.steps == 3  # two logged + one more, not three more
+
+    # killed after the final answer was logged but before the end record: resuming asks the model nothing
+    run2 = tmp_path / "runs" / "r2"
+    run2.mkdir()
+    w = TrajectoryWriter(run2 / "trajectory.jsonl")
+    w.header("rid2", "task", {}, {"backend": "scripted"})
+    w.message(Message.user("task"))
+    w.turn(1, Message(role="assistant", content="the answer"), "raw", None, Usage(), "stop", 0.1)
+    w.close()
+    r = make_agent(tmp_path, [MALFORMED]).run_sync("task", resume=run2)
+    assert r.status == "completed" and r.final_answer == "the answer" and r.steps == 1
