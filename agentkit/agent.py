@@ -186,6 +186,7 @@ class Agent:
             base = Path(output_dir) if output_dir is not None else None
             run_dir = base or ((self.output_dir or runs_home()) / run_id)
         assert task is not None
+        backend = self.backend  # a model that cannot load is a configuration error: raise before any files
         run_dir.mkdir(parents=True, exist_ok=True)
         log = TrajectoryWriter(run_dir / JSONL_NAME)
         result = RunResult(run_id=run_id, status="error", trajectory=log.path)
@@ -195,7 +196,7 @@ class Agent:
             # own teardown), in reverse order of opening.
             async with contextlib.AsyncExitStack() as stack:
                 if traj is None:
-                    log.header(run_id, task, self._config_record(), self.backend.describe())
+                    log.header(run_id, task, self._config_record(), backend.describe())
                 else:
                     log.write("resume", after_steps=traj.steps)
                 await emit(on_event, RunStarted(run_id, task, str(log.path), resumed=traj is not None))
@@ -215,7 +216,7 @@ class Agent:
                     st = LoopState.rebuild(
                         messages, traj.steps, traj.usage, bool(pending), traj.trailing_format_errors
                     )
-                loop = Loop(self.backend, registry, ctx, self.options, self.limits, log, on_event)
+                loop = Loop(backend, registry, ctx, self.options, self.limits, log, on_event)
                 await loop.run(st, pending)
                 result = _result_from_state(result, st)
                 if after is not None:

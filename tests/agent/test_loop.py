@@ -251,3 +251,24 @@ def test_a_callers_sandbox_is_used_and_left_open(tmp_path: Path) -> None:
             assert (await sb.exec("cat shared.txt")).stdout == "0\n1\n"  # still open, state kept
 
     anyio.run(main)
+
+
+def test_a_model_that_cannot_load_raises_before_any_run_files(tmp_path: Path) -> None:
+    from agentkit.agent import Agent
+    from agentkit.backends import register_backend
+    from agentkit.backends.base import Backend
+
+    @register_backend
+    class Unloadable(Backend):
+        name = "unloadable-for-test"
+
+        def __init__(self) -> None:
+            raise ValueError("weights missing at /nowhere")
+
+        def stream(self, messages, tools, options):  # pragma: no cover - never constructed
+            raise AssertionError
+
+    agent = Agent(model="unloadable-for-test", output_dir=tmp_path / "runs")
+    with pytest.raises(ValueError, match="weights missing"):
+        agent.run_sync("t")
+    assert not (tmp_path / "runs").exists()
