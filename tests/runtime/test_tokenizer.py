@@ -113,3 +113,11 @@ def test_the_released_v4_tokenizer():
     if golden.is_file():
         prompt = golden.read_text()
         assert tok.decode(tok.encode(prompt)) == prompt
+
+
+def test_required_tokens_are_the_ones_the_prompt_encoder_writes():
+    from agentkit.encoding import tokens
+
+    written = {tokens.BOS, tokens.EOS, tokens.USER, tokens.ASSISTANT, tokens.THINK_START, tokens.THINK_END,
+               tokens.DSML, tokens.LATEST_REMINDER, *tokens.TASK_TOKENS.values()}
+    assert set(V4_SPECIAL_TOKENS) == written
