@@ -10,6 +10,7 @@ Tensors are streamed one at a time from the memory-mapped shards: peak memory is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -160,7 +161,7 @@ class _Loader:
         self.consumed.add(key)
 
 
-def load_into(model: nn.Module, reader: CheckpointReader | str, *, strict: bool = True) -> LoadReport:
+def load_into(model: nn.Module, reader: CheckpointReader | str | Path, *, strict: bool = True) -> LoadReport:
     """Fill every parameter and persistent buffer of `model` (official key names) from the checkpoint.
 
     strict=True: a model key the checkpoint lacks, or a checkpoint key the model has no place for (other than
