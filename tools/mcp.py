@@ -102,6 +102,7 @@ class MCPToolset:
         self._reap_id = uuid.uuid4().hex
         self._gen = 0  # connection generation: a replaced connection must not touch the new one's state
         self._restarts = 0
+        self._restart_lock = anyio.Lock()
         self._conn_scope: anyio.CancelScope | None = None
         self._startup_scope: anyio.CancelScope | None = None
         self._startup_timed_out = False
@@ -126,11 +127,13 @@ class MCPToolset:
         """Call a tool by its server-side name. Never raises for server or transport failures."""
         where = f"MCP tool '{tool}' on server '{self.name}'"
         if self._dead is not None and self._tg is not None and self._restarts < self.config.max_restarts:
-            dead = self._dead
-            try:
-                await self._restart()
-            except MCPStartupError as e:
-                self._dead = f"{dead}\n(restarting it failed: {e})"
+            async with self._restart_lock:  # parallel calls share one restart
+                if self._dead is not None and self._restarts < self.config.max_restarts:
+                    dead = self._dead
+                    try:
+                        await self._restart()
+                    except MCPStartupError as e:
+                        self._dead = f"{dead}\n(restarting it failed: {e})"
         if self._dead is not None or self._client is None:
             return ToolResult.error(f"{where} is unavailable: {self._dead or 'the server is not connected'}")
         timeout = self.config.timeout_s
@@ -256,7 +259,10 @@ class MCPToolset:
                     self._startup_scope = startup
                     transport = self._transport()
                     async with Client(
-                        transport, message_handler=self._on_message, read_timeout_seconds=cfg.timeout_s
+                        transport,
+                        message_handler=self._on_message,
+                        read_timeout_seconds=cfg.timeout_s,
+                        mode=cfg.protocol,
                     ) as client:
                         self._client = client
                         self.instructions = client.instructions
@@ -287,7 +293,7 @@ class MCPToolset:
                 else:
                     why = f"failed to start: {_describe(e)}"
                 raise MCPStartupError(f"MCP server '{self.name}' {why}{self._stderr_note()}") from e
-            if gen == self._gen:
+            if gen == self._gen and not self._stop.is_set():
                 self._mark_dead(f"the server connection ended: {_describe(e)}")
         finally:
             if gen == self._gen:

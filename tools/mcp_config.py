@@ -40,6 +40,8 @@ class MCPServerConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0)  # per tool call
     startup_timeout_s: float = Field(30.0, gt=0)  # connect + handshake + first tool list
     required: bool = True  # False: a server that fails to start is skipped with a warning
+    # "auto": the newest protocol the server speaks; "legacy": the initialize handshake (pre-2026 servers).
+    protocol: Literal["auto", "legacy"] = "auto"
     max_restarts: int = Field(2, ge=0)  # a server that died is started again on the next call, this often
 
     @model_validator(mode="before")

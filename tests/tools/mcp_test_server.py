@@ -100,7 +100,8 @@ async def add_tool(name: str, ctx: Context) -> str:
         return f"{name}: {text}"
 
     server.add_tool(dynamic, name=name, description=f"Dynamically added tool {name}.")
-    await ctx.notify_tools_changed()
+    await ctx.notify_tools_changed()  # 2026-07-28 clients: their subscriptions/listen stream
+    await ctx.session.send_tool_list_changed()  # earlier clients: a session notification
     return f"added {name}"
 
 

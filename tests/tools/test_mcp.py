@@ -115,18 +115,29 @@ async def check_common_tools(ts: MCPToolset) -> None:
     assert r.content == "still alive"
 
 
+async def check_list_follows_changes(ts: MCPToolset) -> None:
+    """The server adds a tool and announces it; our list follows without a reconnect."""
+    r = await ts.call("add_tool", {"name": "shout"})
+    assert r.content == "added shout"
+    with anyio.fail_after(5):
+        while "t__shout" not in [t.name for t in ts.tools]:
+            await anyio.sleep(0.05)
+    r = await ts.call("shout", {"text": "hey"})
+    assert r.content == "shout: hey"
+
+
 async def test_stdio_server_tools_results_and_timeouts():
     async with MCPToolset(stdio_config(timeout_s=1.5)) as ts:
         assert ts.server_name == "agentkit-test" and "testing" in (ts.instructions or "")
         await check_common_tools(ts)
-        # The server adds a tool and announces it; our list follows without a reconnect.
-        r = await ts.call("add_tool", {"name": "shout"})
-        assert r.content == "added shout"
-        with anyio.fail_after(5):
-            while "t__shout" not in [t.name for t in ts.tools]:
-                await anyio.sleep(0.05)
-        r = await ts.call("shout", {"text": "hey"})
-        assert r.content == "shout: hey"
+        await check_list_follows_changes(ts)
+
+
+async def test_legacy_handshake_and_list_changed_notification():
+    async with MCPToolset(stdio_config(protocol="legacy")) as ts:
+        r = await ts.call("echo", {"text": "old school"})
+        assert r.content == "old school"
+        await check_list_follows_changes(ts)
 
 
 async def test_http_server_tools_results_and_timeouts(http_url: str):
