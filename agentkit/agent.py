@@ -132,8 +132,15 @@ class Agent:
         return self._backend
 
     async def aclose(self) -> None:
+        """Release a backend the agent built itself (a backend object passed in stays the caller's)."""
         if self._backend is not None and not isinstance(self._model_spec, Backend):
             await self._backend.aclose()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _config_record(self) -> dict[str, Any]:
         """The run's configuration for the trajectory header, with env and header values redacted."""
