@@ -186,8 +186,8 @@ class ModelConfig:
             args["weight_format"] = "fp8" if cfg["dtype"] == "fp8" else "float"
         if "expert_dtype" in cfg:
             args["expert_format"] = cfg["expert_dtype"]
-        elif args.get("weight_format") == "fp8":
-            args["expert_format"] = "fp8"
+        elif args.get("weight_format") == "fp8" and "expert_format" not in cfg:
+            args["expert_format"] = "fp8"  # converted with --expert-dtype fp8 (the converter drops the key)
         args.update(overrides)
         return cls(**args)
 

@@ -164,7 +164,7 @@ class Model(nn.Module):
         self,
         hidden: torch.Tensor,
         next_ids: torch.Tensor,
-        cache: KVCache,
+        cache: KVCache | None = None,
         depth: int = 0,
         start_pos: int | torch.Tensor | None = None,
         lengths: torch.Tensor | list[int] | None = None,
@@ -174,6 +174,8 @@ class Model(nn.Module):
         advances with its own per-row lengths (cache.mtp_lengths)."""
         if not self.mtp:
             raise ValueError("this model has no MTP block (n_mtp_layers = 0)")
+        if cache is None:
+            cache = self.new_cache(next_ids.shape[0], max(next_ids.shape[1], 1))
         step = self._step(next_ids, cache.mtp_lengths, start_pos, lengths, cache.capacity)
         y = self.mtp[depth](hidden, self.embed(next_ids), step, cache.mtp[depth])
         if depth == len(self.mtp) - 1:

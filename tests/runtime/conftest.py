@@ -140,3 +140,33 @@ def tiny_pair(tiny_config, tmp_path_factory):
     oracle = build_oracle(tiny_config, folder, seed=0)
     ours = load_model(folder, max_seq_len=1024)
     return oracle, ours, folder
+
+
+@torch.no_grad()
+def randomize_ours(model: torch.nn.Module, seed: int) -> None:
+    """Random weights for our own Model (official names), drawn like `randomize` draws the oracle's."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    for name, p in model.named_parameters():
+        if p.dtype not in (torch.float32, torch.bfloat16):
+            raise AssertionError(f"randomize_ours needs a float model, {name} is {p.dtype}")
+        leaf = name.rsplit(".", 1)[-1]
+        std = 1.0
+        mean = 0.0
+        if name.endswith("norm.weight"):
+            std, mean = 0.3, 1.0
+        elif leaf.endswith("_fn"):
+            std = 2.0 / math.sqrt(p.shape[1])
+        elif leaf.endswith("_base"):
+            std = 2.0
+        elif leaf.endswith("_scale"):
+            std, mean = 0.5, 1.0
+        elif ".experts." in name or ".shared_experts." in name:
+            std = (6.0 if ".w2." not in name else 1.0) / math.sqrt(p.shape[-1])
+        elif p.dim() == 2 and not name.startswith("embed"):
+            std = 1.0 / math.sqrt(p.shape[-1])
+        p.copy_(torch.randn(p.shape, generator=g) * std + mean)
+    for name, b in model.named_buffers():
+        if name.endswith("tid2eid"):
+            b.copy_(torch.stack([torch.randperm(cfg.n_routed_experts, generator=g)[: cfg.n_activated_experts]
+                                 for _ in range(b.shape[0])]))
