@@ -1,7 +1,8 @@
 """The built-in coding tools. Every one runs inside the run's sandbox (`ctx.sandbox`).
 
 File tools go through `Sandbox.read_file` / `write_file` / `exec` only, so they behave the same on every
-backend. Relative paths are resolved against the sandbox's working directory. Output is bounded everywhere:
+backend. Relative paths are resolved against the sandbox's workdir (a `cd` in bash does not move them, so
+the same path always names the same file). Output is bounded everywhere:
 the model gets a note saying what was cut and how to see more.
 """
 
@@ -11,7 +12,7 @@ import posixpath
 import shlex
 from typing import Annotated
 
-from agentkit.sandboxes.base import Sandbox
+from agentkit.sandboxes.base import Sandbox, SandboxError
 from agentkit.tools.base import Tool, ToolContext
 from agentkit.tools.decorator import ToolError, tool
 from pydantic import Field
@@ -26,8 +27,8 @@ MAX_LIST_ENTRIES = 500
 MAX_SEARCH_LINE_CHARS = 300
 
 
-def _sandbox(ctx: ToolContext) -> Sandbox:
-    if ctx.sandbox is None:
+def _sandbox(ctx: ToolContext | None) -> Sandbox:
+    if ctx is None or ctx.sandbox is None:
         raise ToolError("this tool runs inside a sandbox, and the run has none; start the run with a sandbox")
     return ctx.sandbox
 
@@ -38,14 +39,16 @@ def _resolve(sb: Sandbox, path: str) -> str:
     return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(sb.workdir, path))
 
 
-async def _read_text(sb: Sandbox, path: str) -> str:
+async def _read_text(sb: Sandbox, full: str, path: str) -> str:
+    """Read `full` (the resolved path); messages name `path`, as the model wrote it."""
     try:
-        data = await sb.read_file(path)
+        data = await sb.read_file(full)
     except FileNotFoundError as e:
         raise ToolError(f"file not found: {path}") from e
-    except IsADirectoryError as e:
-        raise ToolError(f"{path} is a directory; use list_dir to see what it holds") from e
-    except OSError as e:
+    except (OSError, SandboxError) as e:
+        # Backends report a folder differently (IsADirectoryError, or a SandboxError naming it).
+        if isinstance(e, IsADirectoryError) or "Is a directory" in str(e):
+            raise ToolError(f"{path} is a folder; use list_dir to see what it holds") from e
         raise ToolError(f"cannot read {path}: {e}") from e
     if len(data) > MAX_READ_BYTES:
         raise ToolError(
@@ -65,14 +68,14 @@ async def bash(
 ) -> ToolResult:
     """Run a shell command in the sandbox and return its output (stdout, then stderr) and exit status.
 
-    The working directory and exported variables persist between calls. Long outputs keep the head and
-    the tail. Interactive programs get no input: pass flags that make them non-interactive.
+    Commands start in the workspace folder; `cd` and exported variables persist between calls (the file
+    tools still resolve relative paths from the workspace folder). Long outputs keep the head and the tail.
+    Interactive programs get no input: pass flags that make them non-interactive.
 
     Args:
         command: The bash command line to run.
         timeout: Seconds before the command is killed (default: the sandbox's command timeout).
     """
-    assert ctx is not None
     res = await _sandbox(ctx).exec(command, timeout=timeout)
     return ToolResult(
         content=res.render() or "(no output)",
@@ -91,14 +94,13 @@ async def read_file(
     """Read a text file, with line numbers. Long files are shown in parts: ask for a line range.
 
     Args:
-        path: File path, relative to the working directory or absolute.
+        path: File path, absolute, or relative to the workspace folder.
         start_line: First line to show (1-based, default 1).
         end_line: Last line to show, inclusive (default: as many as fit).
     """
-    assert ctx is not None
     sb = _sandbox(ctx)
     full = _resolve(sb, path)
-    text = await _read_text(sb, full)
+    text = await _read_text(sb, full, path)
     lines = text.splitlines()
     total = len(lines)
     if total == 0:
@@ -134,10 +136,9 @@ async def write_file(path: str, content: str, ctx: ToolContext | None = None) ->
     """Create or overwrite a file with the given content. Missing parent folders are created.
 
     Args:
-        path: File path, relative to the working directory or absolute.
+        path: File path, absolute, or relative to the workspace folder.
         content: The complete new content of the file.
     """
-    assert ctx is not None
     sb = _sandbox(ctx)
     full = _resolve(sb, path)
     parent = posixpath.dirname(full)
@@ -146,7 +147,12 @@ async def write_file(path: str, content: str, ctx: ToolContext | None = None) ->
         if not res.ok:
             raise ToolError(f"cannot create folder {parent}: {res.render().strip()}")
     data = content.encode("utf-8")
-    await sb.write_file(full, data)
+    try:
+        await sb.write_file(full, data)
+    except (OSError, SandboxError) as e:
+        if isinstance(e, IsADirectoryError) or "Is a directory" in str(e):
+            raise ToolError(f"{path} is a folder; give a file path") from e
+        raise ToolError(f"cannot write {path}: {e}") from e
     return f"Wrote {len(data):,} bytes ({len(content.splitlines())} lines) to {path}"
 
 
@@ -159,19 +165,18 @@ async def edit_file(
     Include enough surrounding lines in `old_text` to make it unique; whitespace and indentation must match.
 
     Args:
-        path: File path, relative to the working directory or absolute.
+        path: File path, absolute, or relative to the workspace folder.
         old_text: The exact text to replace (copied from the file, without line numbers).
         new_text: The text to put in its place.
         replace_all: Replace every occurrence instead of requiring exactly one.
     """
-    assert ctx is not None
     if not old_text:
         raise ToolError("old_text is empty; to create or overwrite a whole file use write_file")
     if old_text == new_text:
         raise ToolError("old_text and new_text are identical; nothing to change")
     sb = _sandbox(ctx)
     full = _resolve(sb, path)
-    text = await _read_text(sb, full)
+    text = await _read_text(sb, full, path)
     count = text.count(old_text)
     if count == 0:
         hint = ""
@@ -213,10 +218,9 @@ async def list_dir(
     """List a folder: one entry per line, folders end in '/', files show their size. Skips .git.
 
     Args:
-        path: Folder path, relative to the working directory or absolute.
+        path: Folder path, absolute, or relative to the workspace folder.
         depth: How many levels deep to list (1 = only direct entries).
     """
-    assert ctx is not None
     sb = _sandbox(ctx)
     full = _resolve(sb, path)
     q = shlex.quote(full)
@@ -270,12 +274,11 @@ async def search(
 
     Args:
         pattern: Extended regular expression (as `grep -E`), e.g. `def \\w+_handler`.
-        path: File or folder to search, relative to the working directory or absolute.
+        path: File or folder to search, absolute, or relative to the workspace folder.
         glob: Only search files whose name matches this glob, e.g. `*.py`.
         ignore_case: Match without regard to case.
         max_results: Most matching lines to return.
     """
-    assert ctx is not None
     sb = _sandbox(ctx)
     full = _resolve(sb, path)
     flags = "-rnIE" + ("i" if ignore_case else "")

@@ -125,3 +125,20 @@ async def test_output_caps_keep_head_and_tail(sandbox):
     r = await call(full, sandbox, "bash", command="head -c 3000000 /dev/zero | tr '\\0' x")
     assert len(r.content) <= sandbox.config.max_output_bytes + 1000  # the sandbox's own cap, with its note
     assert r.content.startswith("xxx")
+
+
+async def test_folders_and_bad_regex_give_clear_errors(registry, sandbox):
+    (Path(sandbox.workdir) / "d").mkdir()
+    r = await call(registry, sandbox, "read_file", path="d")
+    assert r.is_error and r.content == "d is a folder; use list_dir to see what it holds"
+    r = await call(registry, sandbox, "write_file", path="d", content="x")
+    assert r.is_error and "d is a folder" in r.content
+    r = await call(registry, sandbox, "search", pattern="(unclosed")
+    assert r.is_error and r.content.startswith("search failed: grep:")
+    r = await call(registry, sandbox, "bash", command="mkdir -p sub && cd sub && echo hi > f.txt")
+    r = await call(
+        registry, sandbox, "read_file", path="f.txt"
+    )  # relative to the workdir, not the shell's cwd
+    assert r.is_error and "not found" in r.content
+    r = await call(registry, sandbox, "read_file", path="sub/f.txt")
+    assert r.content.startswith("     1\thi")
