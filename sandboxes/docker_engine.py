@@ -129,7 +129,8 @@ class DockerSandbox(DriverSandbox):
             sock = await anyio.to_thread.run_sync(self._start_exec)
         except Exception as e:
             raise SandboxError(f"could not start the sandbox driver in {self.container_name}: {e}") from e
-        stream_type = UNIXSocketStream if sock.family == socket.AF_UNIX else SocketStream  # DOCKER_HOST=tcp://
+        # a unix socket normally; TCP when DOCKER_HOST points at a remote engine
+        stream_type = UNIXSocketStream if sock.family == socket.AF_UNIX else SocketStream
         self._socket = await stream_type.from_socket(sock)
         return DriverChannel(self._socket, _Demux(self._socket, self._stderr), self._diagnostics)
 

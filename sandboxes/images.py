@@ -229,6 +229,8 @@ def ensure_image(client, name: str) -> None:
 
     if image_exists(client, name):
         return
+    if name.startswith(BASE_IMAGE_REPO + ":"):
+        raise SandboxError(f"image {name!r} is not built yet; run `agentkit sandbox build-image`")
     try:
         client.images.pull(name)
     except docker.errors.APIError as e:
