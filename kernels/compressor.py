@@ -122,9 +122,9 @@ def compress_pool(kv: torch.Tensor, score: torch.Tensor, block_c: int = 128,
 
 @triton.jit
 def _compress_kernel(kv_ptr, sc_ptr, w_ptr, cos_ptr, sin_ptr, len_ptr, out_ptr, cache_ptr, slot_ptr,
-                     S, E, eps, RATIO: tl.constexpr, C: tl.constexpr, HALF_R: tl.constexpr,
-                     OVERLAP: tl.constexpr, RB: tl.constexpr, STORE: tl.constexpr, PAGE: tl.constexpr,
-                     PAGE_BYTES: tl.constexpr):
+                     S, E, eps, RATIO: tl.constexpr, C: tl.constexpr, W: tl.constexpr,
+                     HALF_R: tl.constexpr, OVERLAP: tl.constexpr, RB: tl.constexpr, STORE: tl.constexpr,
+                     PAGE: tl.constexpr, PAGE_BYTES: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     e = tl.program_id(1)
     ch = tl.arange(0, C)
@@ -132,7 +132,6 @@ def _compress_kernel(kv_ptr, sc_ptr, w_ptr, cos_ptr, sin_ptr, len_ptr, out_ptr, 
     if e >= tl.load(len_ptr + b) // RATIO:
         tl.store(out, tl.zeros((C,), tl.float32))
     else:
-        W: tl.constexpr = C * (2 if OVERLAP else 1)
         kv_b = kv_ptr + b * S * W
         sc_b = sc_ptr + b * S * W
         mx = tl.full((C,), float("-inf"), tl.float32)
@@ -185,6 +184,6 @@ def compress(kv: torch.Tensor, score: torch.Tensor, norm_w: torch.Tensor, cos: t
             kv.float().contiguous(), score.float().contiguous(), norm_w.float().contiguous(),
             cos.float().contiguous(), sin.float().contiguous(), lens, out, cache if store else out,
             slots.to(torch.int64).contiguous() if store else lens, S, E, eps, RATIO=ratio, C=c,
-            HALF_R=cos.shape[1], OVERLAP=overlap, RB=min(block_r, ratio), STORE=store,
+            W=kv.shape[-1], HALF_R=cos.shape[1], OVERLAP=overlap, RB=min(block_r, ratio), STORE=store,
             PAGE=page_size, PAGE_BYTES=page_bytes(page_size))
     return out

@@ -75,14 +75,10 @@ def _hc_mix_kernel(x_ptr, fn_ptr, part_ptr, M, K, k_chunk, n_split,
 
 @triton.jit
 def _sum_parts(part_ptr, tok, n_split, offs, NM_P2: tl.constexpr, SPLIT_P2: tl.constexpr):
-    """Sum the split partials of one token at element offsets `offs` (any shape [A] or [A, B])."""
+    """Sum the split partials of one token at element offsets `offs` [A, B] -> [A, B]."""
     sp = tl.arange(0, SPLIT_P2)
-    if len(offs.shape) == 1:
-        p = part_ptr + (tok * n_split + sp[:, None]) * (NM_P2 + 1) + offs[None, :]
-        return tl.sum(tl.load(p, mask=(sp < n_split)[:, None], other=0.0), 0)
-    else:
-        p = part_ptr + (tok * n_split + sp[:, None, None]) * (NM_P2 + 1) + offs[None, :, :]
-        return tl.sum(tl.load(p, mask=(sp < n_split)[:, None, None], other=0.0), 0)
+    p = part_ptr + (tok * n_split + sp[:, None, None]) * (NM_P2 + 1) + offs[None, :, :]
+    return tl.sum(tl.load(p, mask=(sp < n_split)[:, None, None], other=0.0), 0)
 
 
 @triton.jit
@@ -98,7 +94,7 @@ def _hc_pre_kernel(x_ptr, part_ptr, scale_ptr, base_ptr, y_ptr, post_ptr, comb_p
     s0 = tl.load(scale_ptr)
     s1 = tl.load(scale_ptr + 1)
     s2 = tl.load(scale_ptr + 2)
-    pre = _sum_parts(part_ptr, tok, n_split, i, NM_P2, SPLIT_P2) * rs
+    pre = tl.sum(_sum_parts(part_ptr, tok, n_split, i[None, :], NM_P2, SPLIT_P2), 0) * rs
     pre = tl.sigmoid(pre * s0 + tl.load(base_ptr + i)) + eps
     cidx = 2 * N + i[:, None] * N + i[None, :]  # [N, N], row j col k
     c = _sum_parts(part_ptr, tok, n_split, cidx, NM_P2, SPLIT_P2) * rs * s2 + tl.load(base_ptr + cidx)
@@ -109,8 +105,8 @@ def _hc_pre_kernel(x_ptr, part_ptr, scale_ptr, base_ptr, y_ptr, post_ptr, comb_p
         c = c / (tl.sum(c, 1)[:, None] + eps)
         c = c / (tl.sum(c, 0)[None, :] + eps)
     if tl.program_id(1) == 0:
-        post = 2.0 * tl.sigmoid(_sum_parts(part_ptr, tok, n_split, N + i, NM_P2, SPLIT_P2) * rs * s1
-                                + tl.load(base_ptr + N + i))
+        post = tl.sum(_sum_parts(part_ptr, tok, n_split, N + i[None, :], NM_P2, SPLIT_P2), 0) * rs
+        post = 2.0 * tl.sigmoid(post * s1 + tl.load(base_ptr + N + i))
         tl.store(post_ptr + tok * N + i, post)
         tl.store(comb_ptr + tok * N * N + i[:, None] * N + i[None, :], c)
     d = tl.program_id(1) * BD + tl.arange(0, BD)

@@ -90,7 +90,7 @@ def _attend_rows(q, m, den, acc, kv_ptr, stride_kvn, idx_row, t0, t1, qk_scale,
             rows = load_fp8_rows(kv_ptr, ids, ok, PAGE, PAGE_BYTES).to(q.dtype)
         else:
             rows = tl.load(kv_ptr + ids[:, None].to(tl.int64) * stride_kvn + d[None, :], mask=ok[:, None],
-                           other=0.0)  # [BN, D]; one gathered tile serves both GEMMs (K = V)
+                           other=0.0).to(q.dtype)  # [BN, D]; one gathered tile serves both GEMMs (K = V)
         sc = tl.dot(q, tl.trans(rows)) * qk_scale  # [BH, BN], base-2 logits
         sc = tl.where(ok[None, :], sc, float("-inf"))
         m_new = tl.maximum(m, tl.max(sc, 1))
