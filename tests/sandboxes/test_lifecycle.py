@@ -72,19 +72,18 @@ OWNER = textwrap.dedent(
     from agentkit.sandboxes import SandboxConfig, create_sandbox
 
     async def main():
-        sb = create_sandbox(SandboxConfig(backend=sys.argv[1]), run_id=sys.argv[2])
-        await sb.start()
-        await sb.exec("(exec -a " + sys.argv[3] + " sleep 1000) >/dev/null 2>&1 &")
-        print("READY", flush=True)
-        await sb.exec("sleep 1000", timeout=900)
+        async with create_sandbox(SandboxConfig(backend=sys.argv[1]), run_id=sys.argv[2]) as sb:
+            await sb.exec("(exec -a " + sys.argv[3] + " sleep 1000) >/dev/null 2>&1 &")
+            print("READY", flush=True)
+            await sb.exec("sleep 1000", timeout=900)
 
     anyio.run(main)
     """
 )
 
 
-async def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containers_of, new_run_id) -> None:
-    run_id, marker = new_run_id(), f"agentkit-marker-{uuid.uuid4().hex[:8]}"
+def run_owner_until(sig: signal.Signals, backend: str, run_id: str, marker: str) -> None:
+    """An agent-like process opens a sandbox, starts a background job, then gets `sig` mid-command."""
     owner = subprocess.Popen(
         [sys.executable, "-c", OWNER, backend, run_id, marker], stdout=subprocess.PIPE, text=True
     )
@@ -92,11 +91,23 @@ async def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containe
         assert owner.stdout is not None and owner.stdout.readline().strip() == "READY"
         if backend != "docker":  # the marker runs as a host process (bwrap: in its own PID namespace)
             assert host_processes_with(marker)
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(10)
+        owner.send_signal(sig)
+        owner.wait(30)
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def wait_until_gone(marker: str, timeout_s: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while host_processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return host_processes_with(marker)
+
+
+def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containers_of, new_run_id) -> None:
+    run_id, marker = new_run_id(), f"agentkit-marker-{uuid.uuid4().hex[:8]}"
+    run_owner_until(signal.SIGKILL, backend, run_id, marker)
     if backend == "docker":
         from agentkit.sandboxes.reaper import prune
 
@@ -105,7 +116,13 @@ async def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containe
         assert not containers_of(run_id)
     else:
         # local: the driver sees EOF and kills its commands; bwrap: --die-with-parent ends the namespace
-        deadline = time.monotonic() + 10
-        while host_processes_with(marker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not host_processes_with(marker)
+        assert not wait_until_gone(marker)
+
+
+def test_ctrl_c_cleans_up_without_the_reaper(backend: str, containers_of, new_run_id) -> None:
+    run_id, marker = new_run_id(), f"agentkit-marker-{uuid.uuid4().hex[:8]}"
+    run_owner_until(signal.SIGINT, backend, run_id, marker)  # KeyboardInterrupt cancels; close() is shielded
+    if backend == "docker":
+        assert not containers_of(run_id)
+    else:
+        assert not wait_until_gone(marker)
