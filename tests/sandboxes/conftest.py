@@ -51,11 +51,6 @@ def skip_unless_available(backend: str) -> None:
         pytest.skip(f"{backend} backend unavailable: {_reasons[backend]}")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def new_run_id() -> str:
     return TEST_RUN_PREFIX + uuid.uuid4().hex[:10]
 

@@ -12,7 +12,6 @@ from agentkit.sandboxes import SandboxError
 from agentkit.sandboxes.images import BASE_IMAGE, build_image, docker_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180), pytest.mark.usefixtures("require_docker")]
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 async def test_container_is_hardened_and_labelled(docker_sandbox) -> None:
@@ -42,9 +41,11 @@ async def test_host_workdir_is_mounted(docker_sandbox, tmp_path: Path) -> None:
     assert (work / "output.txt").read_text() == "from sandbox\n"
 
 
-async def test_task_dockerfile_builds_offline_on_the_base_image(docker_sandbox, new_run_id) -> None:
+async def test_task_dockerfile_builds_offline_on_the_base_image(
+    docker_sandbox, new_run_id, shared_dir: Path
+) -> None:
     tag = f"agentkit-test/tb2-word-count:{new_run_id()}"
-    context = SHARED / "tasks" / "tb2-word-count" / "environment"
+    context = shared_dir / "tasks" / "tb2-word-count" / "environment"
     build_image(context, tag, {"ubuntu:24.04": BASE_IMAGE})
     try:
         async with docker_sandbox(image=tag, workdir="/app") as sb:
