@@ -24,18 +24,21 @@ class Attention(nn.Module):
         self.window, self.groups, self.eps = cfg.window_size, cfg.o_groups, cfg.norm_eps
         self.scale = self.head_dim**-0.5
         fmt = cfg.weight_format
-        self.wq_a = Linear(cfg.dim, cfg.q_lora_rank, fmt, dtype)
+        aq = self.quant_sim = bool(cfg.quant_sim)
+        self.wq_a = Linear(cfg.dim, cfg.q_lora_rank, fmt, dtype, aq)
         self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps)
-        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, fmt, dtype)
-        self.wkv = Linear(cfg.dim, self.head_dim, fmt, dtype)
+        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, fmt, dtype, aq)
+        self.wkv = Linear(cfg.dim, self.head_dim, fmt, dtype, aq)
         self.kv_norm = RMSNorm(self.head_dim, cfg.norm_eps)
         self.wo_a = Linear(
             self.n_heads * self.head_dim // self.groups, self.groups * cfg.o_lora_rank, fmt, dtype
         )
-        self.wo_b = Linear(self.groups * cfg.o_lora_rank, cfg.dim, fmt, dtype)
+        self.wo_b = Linear(self.groups * cfg.o_lora_rank, cfg.dim, fmt, dtype, aq)
         self.attn_sink = nn.Parameter(torch.zeros(self.n_heads, dtype=torch.float32))
         self.compressor = (
-            Compressor(cfg.dim, self.head_dim, ratio, self.rope_dim, cfg.norm_eps) if ratio else None
+            Compressor(cfg.dim, self.head_dim, ratio, self.rope_dim, cfg.norm_eps, "fp8" if aq else None)
+            if ratio
+            else None
         )
         self.indexer = Indexer(cfg, ratio, dtype) if ratio == 4 else None
         self.register_buffer("freqs", layer_inv_freq(cfg, ratio), persistent=False)
@@ -47,7 +50,10 @@ class Attention(nn.Module):
         qr = self.q_norm(self.wq_a(x))  # [B, S, R_q]
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
         q = apply_rope(ops.rms_norm(q, None, self.eps), cos, sin)
-        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin).to(cache.window.dtype)  # [B, S, d]
+        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # [B, S, d]
+        if self.quant_sim:
+            kv = ops.kv_quant_sim(kv, self.rope_dim)
+        kv = kv.to(cache.window.dtype)
 
         kv_sets = [self._window_set(kv, step, cache)]
         if self.compressor is not None:

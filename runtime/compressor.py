@@ -19,8 +19,13 @@ class Compressor(nn.Module):
     tokens through channels [c:2c), softmax over all 2m rows per channel. Entry b gets RoPE at position
     b*m."""
 
-    def __init__(self, dim: int, head_dim: int, ratio: int, rope_dim: int, eps: float) -> None:
+    def __init__(
+        self, dim: int, head_dim: int, ratio: int, rope_dim: int, eps: float, quant_sim: str | None = None
+    ) -> None:
+        """quant_sim: None, "fp8" (attention entries: FP8-rounded nope dims) or "fp4" (indexer keys: Hadamard
+        rotation, then FP4 rounding)."""
         super().__init__()
+        self.quant_sim = quant_sim
         self.ratio, self.head_dim, self.rope_dim = ratio, head_dim, rope_dim
         self.overlap = ratio == 4
         self.coff = 2 if self.overlap else 1
@@ -61,6 +66,10 @@ class Compressor(nn.Module):
                 entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.entries.dtype))
                 cos, sin = cos_sin((blocks * m).unsqueeze(0), freqs)
                 entry = apply_rope(entry.unsqueeze(0), cos, sin).squeeze(0)
+                if self.quant_sim == "fp8":
+                    entry = ops.kv_quant_sim(entry, self.rope_dim)
+                elif self.quant_sim == "fp4":
+                    entry = ops.index_quant_sim(entry)
                 cache.entries[b, first:last] = entry.to(cache.entries.dtype)
             keep = min(n, ring)
             slots = torch.arange(end - keep, end, device=x.device) % ring

@@ -73,11 +73,17 @@ class ModelConfig:
     weight_format: WeightFormat = "float"
     # Routed-expert weights: "fp4" = int8-packed e2m1 + e8m0 per 32; follows weight_format when "float"/"fp8".
     expert_format: ExpertFormat = "float"
+    # Reproduce the official forward's quantisation steps (FP8 activations before FP8/FP4 GEMMs, FP8-rounded
+    # KV
+    # nope dims, Hadamard + FP4 indexer keys and queries). None: on exactly when weight_format is "fp8".
+    quant_sim: bool | None = None
     bos_token_id: int = 0
     eos_token_id: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compress_ratios", tuple(int(r) for r in self.compress_ratios))
+        if self.quant_sim is None:
+            object.__setattr__(self, "quant_sim", self.weight_format == "fp8")
         self.validate()
 
     # ------------------------------------------------------------------------------------------------------
@@ -150,6 +156,18 @@ class ModelConfig:
             # The official block scales tile weights in 128x128 (FP8) and 1x32 (FP4) blocks.
             for name in ("dim", "q_lora_rank", "moe_inter_dim"):
                 need(getattr(self, name) % 128 == 0, f"weight_format='fp8' needs {name} % 128 == 0")
+        if self.quant_sim:
+            nope = self.head_dim - self.rope_head_dim
+            need(
+                nope % 64 == 0,
+                f"quant_sim rounds the KV nope dims in blocks of 64; head_dim - rope_head_dim "
+                f"= {nope} is not a multiple of 64 (set quant_sim=False)",
+            )
+            need(
+                self.index_head_dim & (self.index_head_dim - 1) == 0 and self.index_head_dim % 32 == 0,
+                f"quant_sim needs index_head_dim a power of two >= 32 (Hadamard, FP4 blocks of 32), got "
+                f"{self.index_head_dim} (set quant_sim=False)",
+            )
         if self.has_indexer:
             need(
                 self.index_n_heads > 0 and self.index_topk > 0,
@@ -366,15 +384,15 @@ class ModelConfig:
             dim=128,
             n_layers=3,
             n_heads=4,
-            head_dim=64,
-            rope_head_dim=16,
+            head_dim=128,
+            rope_head_dim=64,
             q_lora_rank=128,
             o_groups=2,
             o_lora_rank=64,
             window_size=16,
             compress_ratios=(0, 4, 128, 0),
             index_n_heads=8,
-            index_head_dim=32,
+            index_head_dim=128,
             index_topk=4,
             n_routed_experts=4,
             n_activated_experts=2,

@@ -25,9 +25,14 @@ class Indexer(nn.Module):
             cfg.index_topk,
             ratio,
         )
-        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, cfg.weight_format, dtype)
+        self.quant_sim = bool(cfg.quant_sim)
+        self.wq_b = Linear(
+            cfg.q_lora_rank, self.n_heads * self.head_dim, cfg.weight_format, dtype, self.quant_sim
+        )
         self.weights_proj = Linear(cfg.dim, self.n_heads, "float", dtype)
-        self.compressor = Compressor(cfg.dim, self.head_dim, ratio, cfg.rope_head_dim, cfg.norm_eps)
+        self.compressor = Compressor(
+            cfg.dim, self.head_dim, ratio, cfg.rope_head_dim, cfg.norm_eps, "fp4" if self.quant_sim else None
+        )
         self.weight_scale = (self.head_dim * self.n_heads) ** -0.5
 
     def forward(
@@ -40,6 +45,8 @@ class Indexer(nn.Module):
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
         cos, sin = cos_sin(step.positions, freqs)
         q = apply_rope(q, cos, sin)
+        if self.quant_sim:
+            q = ops.index_quant_sim(q)
         w = self.weights_proj(x).float() * self.weight_scale  # [B, S, Hi]
         n_entries = int(((step.start + step.n_new) // self.ratio).max())
         n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)

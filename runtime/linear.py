@@ -22,10 +22,17 @@ FP4_BLOCK = 32
 
 class Linear(nn.Module):
     def __init__(
-        self, in_features: int, out_features: int, fmt: Format = "float", dtype: torch.dtype = torch.float32
+        self,
+        in_features: int,
+        out_features: int,
+        fmt: Format = "float",
+        dtype: torch.dtype = torch.float32,
+        act_quant: bool = False,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.fmt, self.dtype = in_features, out_features, fmt, dtype
+        # The official FP8/FP4 GEMMs take FP8 activations (per-token blocks of 128, power-of-two scales).
+        self.act_quant = act_quant and fmt != "float"
         if fmt == "float":
             self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype))
             self.scale = None
@@ -61,6 +68,10 @@ class Linear(nn.Module):
         return quant.dequant_fp4(self.weight, self.scale).to(self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_quant:
+            from .quant import act_quant_fp8_sim
+
+            x = act_quant_fp8_sim(x, FP8_BLOCK)
         return F.linear(x.to(self.dtype), self.dense_weight())
 
     def extra_repr(self) -> str:

@@ -63,8 +63,8 @@ class MTPBlock(Block):
 
     def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype) -> None:
         super().__init__(cfg, layer, dtype)
-        self.e_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype)
-        self.h_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype)
+        self.e_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype, bool(cfg.quant_sim))
+        self.h_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype, bool(cfg.quant_sim))
         self.enorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.hnorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)

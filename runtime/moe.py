@@ -17,12 +17,14 @@ class Expert(nn.Module):
     """w1 (gate), w3 (up) [I, D]; w2 [D, I]. The routing weight scales h before w2, as in the official
     code."""
 
-    def __init__(self, dim: int, inter: int, fmt: Format, dtype: torch.dtype, limit: float) -> None:
+    def __init__(
+        self, dim: int, inter: int, fmt: Format, dtype: torch.dtype, limit: float, act_quant: bool = False
+    ) -> None:
         super().__init__()
         self.limit = limit
-        self.w1 = Linear(dim, inter, fmt, dtype)
-        self.w2 = Linear(inter, dim, fmt, dtype)
-        self.w3 = Linear(dim, inter, fmt, dtype)
+        self.w1 = Linear(dim, inter, fmt, dtype, act_quant)
+        self.w2 = Linear(inter, dim, fmt, dtype, act_quant)
+        self.w3 = Linear(dim, inter, fmt, dtype, act_quant)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         h = ops.swiglu(self.w1(x), self.w3(x), self.limit)
@@ -74,11 +76,13 @@ class MoE(nn.Module):
         self.gate = Gate(cfg, hashed=layer < cfg.n_hash_layers)
         expert_fmt: Format = "float" if cfg.weight_format == "float" else cfg.expert_format
         self.experts = nn.ModuleList(
-            Expert(cfg.dim, cfg.moe_inter_dim, expert_fmt, dtype, cfg.swiglu_limit)
+            Expert(cfg.dim, cfg.moe_inter_dim, expert_fmt, dtype, cfg.swiglu_limit, bool(cfg.quant_sim))
             for _ in range(cfg.n_routed_experts)
         )
         self.shared_experts = (
-            Expert(cfg.dim, cfg.moe_inter_dim, cfg.weight_format, dtype, cfg.swiglu_limit)
+            Expert(
+                cfg.dim, cfg.moe_inter_dim, cfg.weight_format, dtype, cfg.swiglu_limit, bool(cfg.quant_sim)
+            )
             if cfg.n_shared_experts
             else None
         )

@@ -7,6 +7,7 @@ sparse attention, the lightning indexer, compressor pooling, mHC mixing and the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,12 +99,42 @@ def indexer_topk(
         scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
         scores = scores.masked_fill(~visible, float("-inf"))
-        # Stable sort, not topk: equal scores (e.g. several entries at exactly 0 after the ReLU) then resolve to
-        # the lower entry index, so the selection does not depend on how a prompt was split into calls.
+        # Stable sort, not topk: equal scores (e.g. several entries at exactly 0 after the ReLU) then
+        # resolve to the lower entry index, so the selection does not depend on how a prompt was split.
         idx = scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
         chosen_visible = idx < n_visible[:, s0:s1].unsqueeze(-1)
         out[:, s0:s1] = torch.where(chosen_visible, idx, -1)
     return out
+
+
+def kv_quant_sim(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
+    """FP8 round trip of the nope dims of KV rows (blocks of 64, power-of-two scales); RoPE dims untouched.
+    x: [..., d] -> same shape and dtype."""
+    from .quant import act_quant_fp8_sim
+
+    nope = x.shape[-1] - rope_dim
+    return torch.cat((act_quant_fp8_sim(x[..., :nope], 64), x[..., nope:]), -1)
+
+
+@functools.cache
+def _hadamard_matrix(n: int) -> torch.Tensor:
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:  # Sylvester order
+        h = torch.cat((torch.cat((h, h), 1), torch.cat((h, -h), 1)), 0)
+    return h * n**-0.5
+
+
+def hadamard(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal Walsh-Hadamard transform over the last dim (a power of two), natural order."""
+    h = _hadamard_matrix(x.shape[-1]).to(device=x.device)
+    return (x.float() @ h).to(x.dtype)  # h is symmetric
+
+
+def index_quant_sim(x: torch.Tensor) -> torch.Tensor:
+    """Indexer queries and keys: Hadamard rotation, then an FP4 round trip in blocks of 32."""
+    from .quant import act_quant_fp4_sim
+
+    return act_quant_fp4_sim(hadamard(x), 32)
 
 
 def compress_pool(kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:

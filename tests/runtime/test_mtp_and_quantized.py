@@ -58,13 +58,14 @@ def test_quantized_checkpoint_matches_its_dequantized_weights(tmp_path):
     from agentkit.runtime.weights import to_official_dtypes, write_checkpoint
 
     torch.set_num_threads(1)
-    cfg_q = ModelConfig.tiny_quantized()
+    # quant_sim off: this compares weight dequantisation alone (activation rounding is tested below).
+    cfg_q = ModelConfig.tiny_quantized(quant_sim=False)
     cfg_f = cfg_q.with_(weight_format="float", expert_format="float")
     source = Model(cfg_f).eval()
     randomize_ours(source, seed=7)
     write_checkpoint(tmp_path, to_official_dtypes(source.state_dict(), cfg_q), cfg_q.to_dict())
 
-    quantized = load_model(tmp_path)
+    quantized = load_model(tmp_path, quant_sim=False)
     assert quantized.config == cfg_q
     attn, expert = quantized.layers[1].attn, quantized.layers[1].ffn.experts[0]
     assert attn.wq_b.weight.dtype == torch.float8_e4m3fn and attn.wq_b.scale.dtype == torch.float8_e8m0fnu
@@ -98,3 +99,43 @@ def test_quantized_checkpoint_matches_its_dequantized_weights(tmp_path):
     )
     # Quantisation did change the weights (so the comparison above is not float against float).
     assert (q_logits - source(ids)).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_quant_sim_rounds_what_the_official_forward_rounds(tmp_path):
+    from agentkit.runtime import ops
+    from agentkit.runtime.quant import act_quant_fp4_sim, act_quant_fp8_sim
+    from agentkit.runtime.weights import to_official_dtypes, write_checkpoint
+
+    torch.set_num_threads(1)
+    cfg_q = ModelConfig.tiny_quantized()
+    assert cfg_q.quant_sim  # on by default for the official FP8 format
+    source = Model(cfg_q.with_(weight_format="float", expert_format="float", quant_sim=False)).eval()
+    randomize_ours(source, seed=9)
+    write_checkpoint(tmp_path, to_official_dtypes(source.state_dict(), cfg_q), cfg_q.to_dict())
+    model = load_model(tmp_path)
+    plain = load_model(tmp_path, quant_sim=False)
+
+    ids = _ids(2, 150, seed=10)
+    full = model(ids)
+    # Rounding activations to FP8 (3 mantissa bits) perturbs the same model; it does not make a different one.
+    rel = ((full - plain(ids)).abs().mean() / full.abs().mean()).item()
+    assert 1e-4 < rel < 0.25, rel
+
+    cache = model.new_cache(batch=2, capacity=160)
+    chunks = [model(ids[:, a:b], cache=cache) for a, b in ((0, 5), (5, 6), (6, 133), (133, 150))]
+    _close(torch.cat(chunks, 1), full, tol=1e-4)
+
+    # What the cache holds is already rounded: FP8 nope dims (blocks of 64) of window rows and compressed
+    # entries, FP4 indexer keys in the Hadamard domain (blocks of 32).
+    rope = cfg_q.rope_head_dim
+    layer = cache.layers[1]
+    window_nope = layer.window[..., :-rope]
+    assert torch.equal(act_quant_fp8_sim(window_nope, 64), window_nope)
+    entries = layer.compressed.entries[:, : 150 // 4, :-rope]
+    assert torch.equal(act_quant_fp8_sim(entries, 64), entries)
+    keys = layer.index.entries[:, : 150 // 4]
+    assert torch.equal(act_quant_fp4_sim(keys, 32), keys)
+    # The Hadamard transform is orthonormal: applying it twice is the identity.
+    x = torch.randn(3, 128)
+    _close(ops.hadamard(ops.hadamard(x)), x, tol=1e-6)
