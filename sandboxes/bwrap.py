@@ -19,13 +19,14 @@ import warnings
 
 import anyio.to_thread
 from agentkit.sandboxes.base import SandboxConfig, SandboxError
-from agentkit.sandboxes.cgroups import CgroupLimits
+from agentkit.sandboxes.cgroups import CgroupLimits, prune_cgroups
 from agentkit.sandboxes.driven import DriverSandbox
 from agentkit.sandboxes.local import ProcessDriver
 from agentkit.sandboxes.protocol import DRIVER_SOURCE, DriverChannel
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 DEFAULT_UID = 1000
+_pruned_at_start = False
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -64,20 +65,27 @@ class BwrapSandbox(DriverSandbox):
         self._workdir = cfg.workdir
         if cfg.pids is not None or cfg.memory or cfg.cpus is not None:
             try:
-                self._cgroup = await anyio.to_thread.run_sync(
-                    lambda: CgroupLimits.create(self.run_id, pids=cfg.pids, memory=cfg.memory, cpus=cfg.cpus)
-                )
+                self._cgroup = await anyio.to_thread.run_sync(self._create_cgroup)
             except ValueError as e:
                 raise SandboxError(str(e)) from e
             except OSError as e:
                 self.limits_note = f"cpu/memory/pid limits not enforced: cannot create a cgroup ({e})"
                 warnings.warn(f"bwrap sandbox {self.run_id}: {self.limits_note}", stacklevel=2)
 
+    def _create_cgroup(self) -> CgroupLimits:
+        global _pruned_at_start
+        if not _pruned_at_start:  # reap cgroups of earlier, killed owners once per process
+            prune_cgroups()
+            _pruned_at_start = True
+        cfg = self.config
+        name = CgroupLimits.name_for(self.run_id)
+        return CgroupLimits.create(name, pids=cfg.pids, memory=cfg.memory, cpus=cfg.cpus)
+
     def _bwrap_argv(self) -> list[str]:
         cfg = self.config
         argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
         if cfg.network:
-            argv += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+            argv += ["--share-net"]  # /etc (resolv.conf, certificates) is bound below
         for d in SYSTEM_DIRS:
             argv += ["--ro-bind-try", d, d]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]

@@ -12,6 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+from agentkit.sandboxes.labels import process_start_ticks
+
 ROOT = Path("/sys/fs/cgroup")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -38,6 +40,11 @@ class CgroupLimits:
     @property
     def memory_dir(self) -> Path | None:
         return self.dirs.get("unified") or self.dirs.get("memory")
+
+    @staticmethod
+    def name_for(run_id: str) -> str:
+        """Cgroup names start with the owner's PID, so `prune_cgroups` can tell orphans apart."""
+        return f"{os.getpid()}-{run_id}"
 
     @classmethod
     def create(cls, name: str, *, pids: int | None, memory: str | None, cpus: float | None) -> CgroupLimits:
@@ -104,3 +111,17 @@ class CgroupLimits:
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.05)
+
+
+def prune_cgroups() -> list[str]:
+    """Remove sandbox cgroups whose owner process is gone (a SIGKILLed owner never ran its teardown)."""
+    candidates = [*ROOT.glob("*/agentkit-*"), *(ROOT / "agentkit").glob("*-*")]
+    removed = []
+    for d in candidates:
+        pid = d.name.removeprefix("agentkit-").split("-", 1)[0]
+        if not d.is_dir() or not pid.isdigit() or process_start_ticks(int(pid)) is not None:
+            continue
+        CgroupLimits({"orphan": d}, v2=False).remove()
+        if not d.exists():
+            removed.append(str(d))
+    return removed

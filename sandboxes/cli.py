@@ -15,10 +15,18 @@ def prune(
         False, "--all", help="Remove every agentkit sandbox container, live owner or not."
     ),
 ) -> None:
-    """Remove sandbox containers whose owner process is gone."""
+    """Remove sandbox containers (docker) and cgroups (bwrap) whose owner process is gone."""
+    from agentkit.sandboxes.base import SandboxError
+    from agentkit.sandboxes.cgroups import prune_cgroups
     from agentkit.sandboxes.reaper import prune as do_prune
 
-    removed = do_prune(all_owners=all_owners)
+    cgroups = prune_cgroups()
+    typer.echo(f"removed {len(cgroups)} cgroup(s)" + (": " + " ".join(cgroups) if cgroups else ""))
+    try:
+        removed = do_prune(all_owners=all_owners)
+    except SandboxError as e:
+        typer.echo(f"containers: skipped ({e})", err=True)
+        return
     typer.echo(f"removed {len(removed)} container(s)" + (": " + " ".join(removed) if removed else ""))
 
 

@@ -34,16 +34,19 @@ class _Demux(ByteReceiveStream):
     def __init__(self, stream: SocketStream, stderr_log: deque[bytes]) -> None:
         self._stream = BufferedByteReceiveStream(stream)
         self._stderr = stderr_log
+        self._pending = b""  # rest of a stdout frame bigger than the caller's max_bytes
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        while True:
+        while not self._pending:
             header = await self._stream.receive_exactly(8)
             kind, size = header[0], struct.unpack(">I", header[4:])[0]
             payload = await self._stream.receive_exactly(size) if size else b""
-            if kind == 1 and payload:
-                return payload
-            if kind == 2:
+            if kind == 1:
+                self._pending = payload
+            elif kind == 2:
                 self._stderr.append(payload)
+        data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        return data
 
     async def aclose(self) -> None:
         await self._stream.aclose()

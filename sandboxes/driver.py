@@ -193,9 +193,9 @@ class Driver:
         sel.register(self.inp, selectors.EVENT_READ, "stdin")  # EOF here = the host is gone: kill and quit
         deadline = start + timeout
         timed_out = host_gone = False
-        open_pipes = 2
         while True:
-            if proc.poll() is not None and (open_pipes == 0 or self.drain(sel)):
+            if proc.poll() is not None:
+                self.drain(sel)  # what the command wrote before exiting is all in the pipes by now
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -213,7 +213,6 @@ class Driver:
                         host_gone = timed_out = True
                 elif not self.read_into(key.fileobj, key.data):
                     sel.unregister(key.fileobj)
-                    open_pipes -= 1
             if host_gone:
                 break
         if timed_out:
@@ -262,9 +261,9 @@ class Driver:
         cap.add(data)
         return True
 
-    def drain(self, sel: selectors.BaseSelector, budget_s: float = 0.2) -> bool:
+    def drain(self, sel: selectors.BaseSelector, budget_s: float = 0.2) -> None:
         """After the command's main process is gone: take what its pipes hold. Background jobs that keep
-        writing are cut off after `budget_s` (their later output is lost). Always True (done)."""
+        writing are cut off after `budget_s` (their later output is lost: redirect a server's output)."""
         end = time.monotonic() + budget_s
         for key in list(sel.get_map().values()):
             if not isinstance(key.data, Capture):
@@ -278,7 +277,6 @@ class Driver:
                     break
                 key.data.add(data)
             sel.unregister(key.fileobj)
-        return True
 
     def load_state(self) -> None:
         try:

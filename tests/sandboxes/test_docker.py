@@ -68,4 +68,4 @@ def test_prune_cli_runs() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "agentkit.sandboxes.cli", "prune"], capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 0 and out.stdout.startswith("removed "), out.stderr
+    assert out.returncode == 0 and "container(s)" in out.stdout and "cgroup(s)" in out.stdout, out.stderr

@@ -117,6 +117,12 @@ def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containers_of,
     else:
         # local: the driver sees EOF and kills its commands; bwrap: --die-with-parent ends the namespace
         assert not wait_until_gone(marker)
+    if backend == "bwrap":
+        from agentkit.sandboxes.cgroups import prune_cgroups
+
+        assert [
+            d for d in prune_cgroups() if run_id in d
+        ]  # its limits cgroup outlived it; the reaper takes it
 
 
 def test_ctrl_c_cleans_up_without_the_reaper(backend: str, containers_of, new_run_id) -> None:
