@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cache import KVCache
     from .config import ModelConfig
+    from .engine import Engine, Session
     from .loader import load_model
     from .model import Model
 
-__all__ = ["KVCache", "Model", "ModelConfig", "load_model"]
+__all__ = ["Engine", "KVCache", "Model", "ModelConfig", "Session", "load_model"]
 
-_LAZY = {"KVCache": ".cache", "ModelConfig": ".config", "load_model": ".loader", "Model": ".model"}
+_LAZY = {
+    "Engine": ".engine",
+    "KVCache": ".cache",
+    "ModelConfig": ".config",
+    "Model": ".model",
+    "Session": ".engine",
+    "load_model": ".loader",
+}
 
 
 def __getattr__(name: str) -> Any:
