@@ -127,25 +127,26 @@ def check_bases(client, task: BenchTask, dockerfile: str, image_map: Mapping[str
 
 def task_image(task: BenchTask, image_map: Mapping[str, str] | None = None) -> str:
     """The task's environment image, built on local images (cached by content); returns its tag."""
-    from agentkit.sandboxes.images import build_image, docker_client, rewrite_from_lines
+    from agentkit.sandboxes.images import build_image, docker_client, image_exists, rewrite_from_lines
 
     client = docker_client()
-    with client, tempfile.TemporaryDirectory(prefix="agentkit-image-") as tmp:
-        if task.context_dir is None:  # a prebuilt image: a one-line Dockerfile puts it through the same map
-            context, dockerfile = Path(tmp), "Dockerfile"
-            (context / dockerfile).write_text(f"FROM {task.image}\n")
-        else:
-            context, dockerfile = task.context_dir, task.dockerfile
-        text = (context / dockerfile).read_text(encoding="utf-8")
-        mapping = resolve_map(client, text, image_map or {})
-        check_bases(client, task, text, mapping)
-        digest = _content_hash(client, context, dockerfile, rewrite_from_lines(text, mapping), mapping)
-        tag = f"{TAG_REPO}/{_slug(task.name)}:{digest}"
-        with _lock_for(tag):
-            from agentkit.sandboxes.images import image_exists
-
-            if not image_exists(client, tag):
-                build_image(context, tag, mapping, dockerfile=dockerfile)
+    try:
+        with tempfile.TemporaryDirectory(prefix="agentkit-image-") as tmp:
+            if task.context_dir is None:  # a prebuilt image: a one-line Dockerfile puts it through the map
+                context, dockerfile = Path(tmp), "Dockerfile"
+                (context / dockerfile).write_text(f"FROM {task.image}\n")
+            else:
+                context, dockerfile = task.context_dir, task.dockerfile
+            text = (context / dockerfile).read_text(encoding="utf-8")
+            mapping = resolve_map(client, text, image_map or {})
+            check_bases(client, task, text, mapping)
+            digest = _content_hash(client, context, dockerfile, rewrite_from_lines(text, mapping), mapping)
+            tag = f"{TAG_REPO}/{_slug(task.name)}:{digest}"
+            with _lock_for(tag):
+                if not image_exists(client, tag):
+                    build_image(context, tag, mapping, dockerfile=dockerfile)
+    finally:
+        client.close()
     return tag
 
 
