@@ -175,15 +175,11 @@ class Driver:
         script = f"__agentkit_state={shlex_quote(self.state_file)}\n{PRELUDE}{req['command']}\n"
         ooms = oom_kills()
         start = time.monotonic()
-        proc = subprocess.Popen(
-            ["bash", "-c", script],
-            cwd=self.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            proc = self.spawn(script, env)
+        except OSError as e:  # not FileNotFoundError to the host: that would read as "your file is missing"
+            hint = "; the sandbox needs bash on its PATH" if isinstance(e, FileNotFoundError) else ""
+            raise RuntimeError(f"cannot start bash in the sandbox: {e}{hint}") from e
         self.groups.add(proc.pid)
         sel = selectors.DefaultSelector()
         for pipe, cap in ((proc.stdout, out), (proc.stderr, err)):
@@ -248,6 +244,17 @@ class Driver:
             "cut_bytes": out.cut + err.cut,
             "cwd": self.cwd,
         }
+
+    def spawn(self, script: str, env: dict) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=self.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # own session and process group: killpg reaches every child, no tty
+        )
 
     @staticmethod
     def read_into(pipe, cap: Capture) -> bool:

@@ -118,3 +118,16 @@ async def test_bad_use_is_a_clear_error(make_sandbox) -> None:
     with pytest.raises(SandboxError, match="closed"):
         await sb.exec("true")
     await sb.close()  # twice is fine
+
+
+async def test_failed_transfer_keeps_the_sandbox_usable(sandbox: Sandbox, tmp_path) -> None:
+    src = tmp_path / "dir"
+    src.mkdir()
+    (src / "f.txt").write_bytes(b"x" * 300_000)  # several chunks, so the failure comes mid-stream
+    await sandbox.write_file("plain.txt", b"a file, not a folder")
+    with pytest.raises(SandboxError, match="Error"):
+        await sandbox.put(src, "plain.txt/inside")  # its parent is a file
+    with pytest.raises(SandboxError):
+        await sandbox.read_file(".")  # a folder
+    r = await sandbox.exec("cat plain.txt")
+    assert r.stdout == "a file, not a folder", r.render()
