@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 sandbox_app = typer.Typer(
-    help="Sandbox housekeeping: reap orphaned containers, build the offline base image."
+    help="Sandbox housekeeping: reap orphaned containers and cgroups, build the offline base image."
 )
 
 

@@ -61,6 +61,10 @@ def _cpus_to_nano(cpus: float | None) -> int | None:
 
 
 class DockerSandbox(DriverSandbox):
+    """`config.user=None` runs as the image's USER: `agent` (uid 1000) in the base image, whose /workspace it
+    owns; task images keep their own (usually root, still without capabilities). A non-root user needs the
+    workdir to exist and be writable in the image, or a `host_workdir` it may write to."""
+
     backend = "docker"
 
     def __init__(self, config: SandboxConfig, run_id: str | None = None) -> None:

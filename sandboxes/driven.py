@@ -169,9 +169,12 @@ class DriverSandbox(Sandbox):
         return ExecResult(**{k: v for k, v in reply.items() if k in ExecResult.model_fields})
 
     async def write_file(self, path: str, data: bytes) -> None:
+        """Create or replace a file (and its parent folders). Relative paths, here and in `read_file`, `put`
+        and `get`, start from the shell's current directory (`self.cwd`), as they would for a command."""
         await self._call({"op": "write", "path": path}, data)
 
     async def read_file(self, path: str) -> bytes:
+        """The whole file (up to 100 MiB; use `get` beyond). Missing file: FileNotFoundError."""
         return (await self._call({"op": "read", "path": path}))[1]
 
     async def put(self, local: Path, remote: str) -> None:
