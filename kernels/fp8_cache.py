@@ -12,8 +12,6 @@ import torch
 
 from ._triton import tl, triton
 from .quant import (
-    FP8_AMAX_FLOOR,
-    FP8_MAX,
     bf16_bits,
     bf16_bits_to_f32,
     e4m3_to_f32,
@@ -120,8 +118,8 @@ def store_fp8_row(cache_ptr, row, v, PAGE: tl.constexpr, PAGE_BYTES: tl.constexp
     sbase = base + PAGE * 576 + (row % PAGE) * 8
     vt = tl.reshape(v, (8, 64))  # tiles 0..6 nope, tile 7 rope
     t = tl.arange(0, 8)
-    s = ue8m0_scale_dev(tl.max(tl.abs(vt), 1), FP8_MAX, FP8_AMAX_FLOOR)  # [8]
-    q = round_e4m3_dev(tl.minimum(tl.maximum(vt / s[:, None], -FP8_MAX), FP8_MAX))
+    s = ue8m0_scale_dev(tl.max(tl.abs(vt), 1), 448.0, 1e-4)  # [8]; quant.FP8_MAX and FP8_AMAX_FLOOR
+    q = round_e4m3_dev(tl.minimum(tl.maximum(vt / s[:, None], -448.0), 448.0))
     codes = tl.reshape(f32_to_e4m3(q), (512,))
     d = tl.arange(0, 512)
     nope = d < 448

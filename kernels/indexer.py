@@ -124,7 +124,7 @@ def _radix_topk_kernel(score_ptr, nvis_ptr, out_ptr, T, K, BLOCK: tl.constexpr):
     need = k_eff
     if n > K:
         for p in tl.static_range(4):
-            shift: tl.constexpr = 24 - 8 * p
+            shift = 24 - 8 * p
             hist = tl.zeros((256,), tl.int32)
             for start in range(0, n, BLOCK):
                 offs = start + tl.arange(0, BLOCK)
