@@ -5,10 +5,10 @@ Shapes: q [B, S, Hi, di], w [B, S, Hi] (already scaled by di^-0.5 * Hi^-0.5), ke
 n_visible [B, S] int (entries 0..n-1 are visible: causal block masking is the caller's count).
 
 Top-k is a radix select, not a sort: per query row, four passes of 8-bit histograms over an order-preserving
-integer image of the fp32 scores find the exact k-th largest key, and a last pass writes every index above it
-(plus the first ties at it, in index order). Cost is 5 reads of the row, independent of k, which keeps 1M
-context (262,144 entries) cheap. Output order is by index, not by score; -1 fills the slots past the visible
-count.
+integer image of the fp32 scores find the exact k-th largest key, and a last pass writes every index above
+it plus the lowest-index ties at it (as the stable-sort reference does). Cost is 5 reads of the row at any k,
+which keeps 1M context (262,144 entries) cheap. Output order is by index, not by score; -1 fills the slots
+past the visible count.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ def indexer_scores_ref(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor,
 
 
 def topk_ref(scores: torch.Tensor, n_visible: torch.Tensor, topk: int) -> torch.Tensor:
-    """scores [B, S, T] -> indices [B, S, min(topk, T)] int64 (by descending score), -1 past n_visible."""
+    """scores [B, S, T] -> indices [B, S, min(topk, T)] int64 (by descending score), -1 past n_visible.
+    Equal scores resolve to the lower entry index (a stable sort), as the radix kernel does."""
     k = min(topk, scores.shape[-1])
-    idx = scores.topk(k, dim=-1).indices
+    idx = scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
     return torch.where(idx < n_visible[..., None], idx, -1)
 
 
