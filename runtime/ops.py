@@ -13,9 +13,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-# Query rows per step inside sparse_attn / indexer_topk: bounds the gathered [rows, T, d] working set so long
-# prompts cost memory linear in their length.
-QUERY_BLOCK = 128
+# Elements of the per-step working set in sparse_attn / indexer_topk (gathered rows, scores): queries are
+# taken in blocks small enough to stay under it, so long prompts cost memory linear in their length.
+WORKSET_ELEMENTS = 1 << 25
+
+
+def _query_block(per_query: int) -> int:
+    return max(1, WORKSET_ELEMENTS // max(per_query, 1))
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -50,8 +54,10 @@ def sparse_attn(
     bsz, seqlen, heads, dim = q.shape
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
-    for s0 in range(0, seqlen, QUERY_BLOCK):
-        s1 = min(seqlen, s0 + QUERY_BLOCK)
+    n_rows = sum(idx.shape[-1] for _, idx in kv_sets)
+    step = _query_block(bsz * n_rows * (dim + heads))
+    for s0 in range(0, seqlen, step):
+        s1 = min(seqlen, s0 + step)
         rows, masks = [], []
         for kv, idx in kv_sets:
             idx = idx[:, s0:s1]
@@ -93,8 +99,9 @@ def indexer_topk(
         return out
     entry = torch.arange(t, device=q.device)
     kf = keys.float()
-    for s0 in range(0, seqlen, QUERY_BLOCK):
-        s1 = min(seqlen, s0 + QUERY_BLOCK)
+    step = _query_block(bsz * t * (q.shape[2] + 2))
+    for s0 in range(0, seqlen, step):
+        s1 = min(seqlen, s0 + step)
         logits = torch.einsum("bshd,btd->bsht", q[:, s0:s1].float(), kf).relu_()
         scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)

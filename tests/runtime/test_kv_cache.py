@@ -1,4 +1,5 @@
-"""KV cache consistency: one prefill, chunked prefill with odd chunk sizes, token-by-token decode, and batches of
+"""KV cache consistency: one prefill, chunked prefill with odd chunk sizes, token-by-token decode, and
+batches of
 rows with different lengths all give the logits of the uncached forward."""
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def test_rows_of_different_lengths_in_one_batch(model, reference):
     ids, full = reference
     lengths = [300, 211]
     cache = model.new_cache(batch=2, capacity=320)
-    # Prefill 150 / 97 tokens as one right-padded call, then both rows advance together at different positions.
+    # Prefill 150 / 97 tokens as one right-padded call, then both rows advance together at different
+    # positions.
     first = model(ids[:, :150], cache=cache, lengths=[150, 97])
     assert cache.lengths.tolist() == [150, 97]
     _close(first[0], full[0, :150])
@@ -139,7 +141,8 @@ KIB = 1024
 @pytest.mark.parametrize(
     ("preset", "per_token", "n_csa", "n_hca", "n_windows"),
     [
-        # v4-architecture §3.3: BF16 cache, CSA 512x2/4 + indexer 128x2/4 bytes, HCA 512x2/128 bytes per token.
+        # v4-architecture §3.3: BF16 cache, CSA 512x2/4 + indexer 128x2/4 bytes, HCA 512x2/128 bytes per
+        # token.
         (ModelConfig.flash, 21 * (256 + 64) + 20 * 8, 21, 20, 44),
         (ModelConfig.pro, 30 * (256 + 64) + 31 * 8, 30, 31, 62),
     ],
@@ -147,6 +150,15 @@ KIB = 1024
 def test_bytes_per_token_of_the_released_models(preset, per_token, n_csa, n_hca, n_windows):
     cache = KVCache.allocate(preset(), batch=1, capacity=8192, dtype=torch.bfloat16, device="meta")
     assert cache.bytes_per_token() == per_token
-    # Fixed part per sequence (§3.2): fp32 compressor states, C4 main 64 KiB + C4 indexer 16 KiB, C128 512 KiB;
+    # Fixed part per sequence (§3.2): fp32 compressor states, C4 main 64 KiB + C4 indexer 16 KiB, C128 512
+    # KiB;
     # plus a 128-row BF16 window ring per layer (MTP included).
     assert cache.fixed_bytes() == n_csa * 80 * KIB + n_hca * 512 * KIB + n_windows * 128 * 512 * 2
+
+
+@torch.no_grad()
+def test_query_blocking_gives_the_same_logits(model, reference, monkeypatch):
+    """Long prompts are processed in query blocks sized to a working-set budget; the split must not matter."""
+    ids, full = reference
+    monkeypatch.setattr(ops, "WORKSET_ELEMENTS", 20_000)  # a few queries per block at this size
+    _close(model(ids), full)
