@@ -140,7 +140,13 @@ def _ask_hook(console: Console):
 
 @app.command()
 def run(
-    task_file: Annotated[Path, typer.Argument(help="The task.yaml to run (or a folder holding one).")],
+    task_file: Annotated[
+        Path,
+        typer.Argument(
+            help="A task.yaml, a task folder (ours, Terminal-Bench 1 or 2), or a folder of task folders "
+            "(a batch)."
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Run folder: trajectory, ATIF export, local workspace."),
@@ -151,19 +157,63 @@ def run(
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option("--resume", help="Continue the run in this folder (after a crash or Ctrl-C)."),
+        typer.Option(
+            "--resume", help="Continue the run (or batch: skip its finished tasks) in this folder."
+        ),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve every call a permission rule would ask about.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
+    agent: Annotated[
+        str,
+        typer.Option("--agent", help="Terminal-Bench: 'model', or 'oracle' (run the reference solution)."),
+    ] = "model",
+    image_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-map",
+            help="FROM=TO: build on local image TO where a task names FROM ('*' = every missing image). "
+            "Repeatable; also $AGENTKIT_IMAGE_MAP.",
+        ),
+    ] = None,
+    image_map_file: Annotated[
+        Path | None, typer.Option("--image-map-file", help="A YAML/JSON mapping of image substitutions.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", min=1, help="Batch: tasks at a time.")
+    ] = 4,
+    timeout_multiplier: Annotated[
+        float, typer.Option("--timeout-multiplier", min=0.01, help="Scale the tasks' agent/test timeouts.")
+    ] = 1.0,
 ) -> None:
     """Run a task: the agent works in its sandbox, then the task's verifier checks the result.
 
     Exit code 0 only when the run completed and the verifier (if any) passed.
     """
     from agentkit.task import TaskFileError, load_task, run_task
+    from agentkit.tbench.cli import handles, run_directory
 
+    if agent not in ("model", "oracle"):
+        err_console.print(f"--agent {agent!r}: use 'model' or 'oracle'")
+        raise typer.Exit(2)
+    if handles(task_file):
+        opts: dict[str, Any] = {"output": output, "resume": resume, "model": model, "quiet": quiet}
+        code = run_directory(
+            task_file,
+            console=console,
+            err_console=err_console,
+            agent=agent,  # type: ignore[arg-type]
+            image_map=image_map or [],
+            image_map_file=image_map_file,
+            concurrency=concurrency,
+            timeout_multiplier=timeout_multiplier,
+            **opts,
+        )
+        raise typer.Exit(code)
+    if agent == "oracle":
+        err_console.print("--agent oracle runs a Terminal-Bench task's reference solution; this one has none")
+        raise typer.Exit(2)
     try:
         task = load_task(task_file)
     except TaskFileError as e:
