@@ -22,7 +22,7 @@ from agentkit.sandboxes.base import SandboxConfig, SandboxError
 from agentkit.sandboxes.cgroups import CgroupLimits, prune_cgroups
 from agentkit.sandboxes.driven import DriverSandbox
 from agentkit.sandboxes.local import ProcessDriver
-from agentkit.sandboxes.protocol import DRIVER_SOURCE, DriverChannel
+from agentkit.sandboxes.protocol import DriverChannel, driver_argv
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 DEFAULT_UID = 1000
@@ -98,7 +98,7 @@ class BwrapSandbox(DriverSandbox):
         env = {"PATH": SANDBOX_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "USER": "sandbox"}
         for name, value in env.items():
             argv += ["--setenv", name, value]
-        return argv + ["python3", "-u", "-c", DRIVER_SOURCE]
+        return argv + driver_argv()
 
     async def _open_driver(self) -> DriverChannel:
         argv = self._bwrap_argv()

@@ -20,7 +20,7 @@ from agentkit.sandboxes import labels
 from agentkit.sandboxes.base import SandboxConfig, SandboxError
 from agentkit.sandboxes.driven import GUARD_ENV, DriverSandbox
 from agentkit.sandboxes.images import BASE_IMAGE, docker_client, ensure_image
-from agentkit.sandboxes.protocol import DRIVER_SOURCE, DriverChannel
+from agentkit.sandboxes.protocol import DriverChannel, driver_argv
 from anyio.abc import ByteReceiveStream, SocketStream, UNIXSocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -75,6 +75,7 @@ class DockerSandbox(DriverSandbox):
         self._container = None
         self._socket: SocketStream | None = None
         self._stderr: deque[bytes] = deque(maxlen=64)
+        self.exec_user = config.user or "root"  # resolved against the image in `_setup`
 
     def _create_container(self):
         global _pruned_at_start
@@ -86,6 +87,8 @@ class DockerSandbox(DriverSandbox):
             _pruned_at_start = True
         ensure_image(client, self.image)
         cfg = self.config
+        # None: the image's USER (the base image's is the non-root `agent`), root where it declares none
+        self.exec_user = cfg.user or client.images.get(self.image).attrs["Config"].get("User") or "root"
         volumes = {}
         if cfg.host_workdir:
             volumes[os.path.abspath(cfg.host_workdir)] = {"bind": cfg.workdir, "mode": "rw"}
@@ -97,7 +100,9 @@ class DockerSandbox(DriverSandbox):
             init=True,
             labels=labels.owner_labels(self.run_id),
             working_dir=cfg.workdir,
-            user=cfg.user or "",  # empty: the image's USER (the base image's is the non-root `agent`)
+            # init and `sleep infinity` run as root (still without capabilities): commands, which run as
+            # `exec_user`, cannot end the container by killing every process they may signal.
+            user="root",
             environment={**GUARD_ENV, **cfg.env},
             network_mode="bridge" if cfg.network else "none",
             pids_limit=cfg.pids,
@@ -118,12 +123,12 @@ class DockerSandbox(DriverSandbox):
         api = self._client.api
         exec_id = api.exec_create(
             self._container.id,
-            ["python3", "-u", "-c", DRIVER_SOURCE],
+            driver_argv(),
             stdin=True,
             stdout=True,
             stderr=True,
             tty=False,
-            user=self.config.user or "",
+            user=self.exec_user,
             workdir=self.config.workdir,
         )["Id"]
         raw = api.exec_start(exec_id, socket=True)

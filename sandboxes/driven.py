@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
@@ -104,7 +105,7 @@ class DriverSandbox(Sandbox):
     async def _launch(self) -> None:
         self._channel = await self._open_driver()
         with anyio.fail_after(START_TIMEOUT_S):
-            await self._channel.hello()
+            await self._channel.boot()
             reply, _ = await self._channel.request({"op": "init", "env": self._driver_env(), "cwd": self.cwd})
         self.cwd = reply["cwd"]
         self._broken = False
@@ -164,7 +165,22 @@ class DriverSandbox(Sandbox):
             "timeout": timeout,
             "max_output": self.config.max_output_bytes,
         }
-        reply, _ = await self._call(header, guard_s=timeout + HOST_GRACE_S)
+        start = time.monotonic()
+        try:
+            reply, _ = await self._call(header, guard_s=timeout + HOST_GRACE_S)
+        except SandboxError as e:
+            if not isinstance(e.__cause__, DriverGone):
+                raise
+            # The command took the driver down (`kill -9 $PPID`, `pkill -u $USER`, the OOM killer):
+            # that is the command's result if a fresh driver starts (if none does, the sandbox is gone).
+            async with self._lock:
+                await self._ready()
+            return ExecResult(
+                exit_code=137,
+                stderr=f"[the command killed the sandbox's command runner, which was restarted: the "
+                f"directory is still {self.cwd}, exported variables are reset]",
+                duration_s=time.monotonic() - start,
+            )
         self.cwd = reply.pop("cwd", self.cwd)
         return ExecResult(**{k: v for k, v in reply.items() if k in ExecResult.model_fields})
 

@@ -1,7 +1,8 @@
 """The in-sandbox driver: one long-lived process per sandbox that runs commands on request.
 
 Stand-alone on purpose (stdlib only, Python >= 3.8): it is started inside a container, a bubblewrap namespace
-or on the host as `python3 -u -c <this file's source>`, and speaks a framed protocol on stdin/stdout:
+or on the host (`protocol.BOOTSTRAP` reads this source from stdin first), and speaks a framed protocol on its
+stdin/stdout:
 
   request:  one JSON line, then `size` raw bytes when the header has a `size` field
   response: one JSON line (`{"id": n, ...}` or `{"id": n, "error": ..., "kind": ...}`), then `size` raw bytes
@@ -49,6 +50,9 @@ PRELUDE = r"""__agentkit_save() {
 trap __agentkit_save EXIT
 echo 1000 >/proc/self/oom_score_adj 2>/dev/null
 """
+# bash sources $BASH_ENV before a `bash -c` command: the prelude runs without showing in `ps` or shifting the
+# command's line numbers. Unsetting it at once keeps it out of the command's own (nested) shells.
+PRELUDE_HEAD = "unset BASH_ENV\n__agentkit_state=%s\n"
 DROP_ENV = {"_", "SHLVL"}
 
 
@@ -109,6 +113,7 @@ class Driver:
         self.env = dict(os.environ)
         self.tmp = make_state_dir()
         self.state_file = os.path.join(self.tmp, "state")
+        self.prelude_file = os.path.join(self.tmp, "prelude.sh")
         self.groups: set[int] = set()  # process groups of every command, killed when the driver ends
         # SIGCHLD wakes the select loop the moment a command exits, even if a background job keeps its pipes.
         self.wake_r, wake_w = os.pipe()
@@ -171,12 +176,15 @@ class Driver:
             os.unlink(self.state_file)
         except FileNotFoundError:
             pass
-        env = dict(self.env, PWD=self.cwd)
-        script = f"__agentkit_state={shlex_quote(self.state_file)}\n{PRELUDE}{req['command']}\n"
+        if not os.path.exists(self.prelude_file):  # first command, or a command cleaned /dev/shm
+            os.makedirs(self.tmp, exist_ok=True)
+            with open(self.prelude_file, "w") as f:
+                f.write(PRELUDE_HEAD % shlex_quote(self.state_file) + PRELUDE)
+        env = dict(self.env, PWD=self.cwd, BASH_ENV=self.prelude_file)
         ooms = oom_kills()
         start = time.monotonic()
         try:
-            proc = self.spawn(script, env)
+            proc = self.spawn(req["command"], env)
         except OSError as e:  # not FileNotFoundError to the host: that would read as "your file is missing"
             hint = "; the sandbox needs bash on its PATH" if isinstance(e, FileNotFoundError) else ""
             raise RuntimeError(f"cannot start bash in the sandbox: {e}{hint}") from e
@@ -245,9 +253,9 @@ class Driver:
             "cwd": self.cwd,
         }
 
-    def spawn(self, script: str, env: dict) -> subprocess.Popen:
+    def spawn(self, command: str, env: dict) -> subprocess.Popen:
         return subprocess.Popen(
-            ["bash", "-c", script],
+            ["bash", "-c", command],
             cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import tempfile
 import anyio
 from agentkit.sandboxes.base import SandboxConfig, SandboxError
 from agentkit.sandboxes.driven import DriverSandbox
-from agentkit.sandboxes.protocol import DRIVER_SOURCE, DriverChannel
+from agentkit.sandboxes.protocol import DriverChannel, driver_argv
 from anyio.abc import Process
 
 # Only these host variables reach commands (explicit forwarding: no tokens or keys leak by default).
@@ -89,9 +89,7 @@ class LocalSandbox(DriverSandbox):
         return {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
 
     async def _open_driver(self) -> DriverChannel:
-        return await self._proc.open(
-            [sys.executable, "-u", "-c", DRIVER_SOURCE], cwd=self._workdir, env=self._host_env()
-        )
+        return await self._proc.open(driver_argv(sys.executable), cwd=self._workdir, env=self._host_env())
 
     async def _close_driver(self) -> None:
         channel, self._channel = self._channel, None

@@ -15,7 +15,18 @@ from agentkit.sandboxes.base import SandboxError
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-DRIVER_SOURCE = (Path(__file__).with_name("driver.py")).read_text()
+DRIVER_SOURCE = (Path(__file__).with_name("driver.py")).read_bytes()
+# The driver's source goes down its stdin first, so its command line (what `ps` shows an agent) stays short.
+BOOTSTRAP = (
+    f"import sys; src = sys.stdin.buffer.read({len(DRIVER_SOURCE)}); "
+    'exec(compile(src, "agentkit-driver", "exec"), {"__name__": "__main__"})'
+)
+
+
+def driver_argv(python: str = "python3") -> list[str]:
+    return [python, "-u", "-c", BOOTSTRAP]
+
+
 CHUNK = 1 << 16
 MAX_HEADER = 1 << 26  # a header carries the command's (already bounded) output, so it can be large-ish
 
@@ -61,7 +72,9 @@ class DriverChannel:
         except Exception as e:
             raise self._gone(f"closed its output mid-frame ({type(e).__name__})") from e
 
-    async def hello(self) -> dict:
+    async def boot(self) -> dict:
+        """Send the driver its source and wait for its first frame."""
+        await self._write(DRIVER_SOURCE)
         header = await self.read_header()
         if not header.get("ready"):
             raise self._gone(f"did not start properly (first frame {header!r})")

@@ -131,3 +131,28 @@ async def test_failed_transfer_keeps_the_sandbox_usable(sandbox: Sandbox, tmp_pa
         await sandbox.read_file(".")  # a folder
     r = await sandbox.exec("cat plain.txt")
     assert r.stdout == "a file, not a folder", r.render()
+
+
+async def test_a_command_that_kills_the_runner_gets_a_result_and_a_fresh_runner(sandbox: Sandbox) -> None:
+    await sandbox.exec("cd / && export LOST=1")
+    r = await sandbox.exec("kill -9 $PPID; sleep 5")  # $PPID: the driver that started this shell
+    assert r.exit_code == 137 and "restarted" in r.stderr, r.render()
+    r = await sandbox.exec('pwd; echo "${LOST:-reset}"')
+    assert r.stdout.split() == ["/", "reset"], r.render()
+
+
+async def test_docker_commands_cannot_end_the_container(docker_sandbox) -> None:
+    async with docker_sandbox() as sb:
+        r = await sb.exec("kill -9 -1; sleep 5")  # every process this user may signal, in the container
+        assert r.exit_code == 137, r.render()
+        assert (await sb.exec("echo alive")).stdout == "alive\n"
+
+
+async def test_the_machinery_stays_out_of_the_agents_way(sandbox: Sandbox) -> None:
+    r = await sandbox.exec(
+        "ps -o args= -p $PPID; echo \"${BASH_ENV:-unset}\"; bash -c 'trap -p EXIT'; no-such-cmd"
+    )
+    driver_cmdline, bash_env, *_ = r.stdout.splitlines()
+    assert len(driver_cmdline) < 200 and bash_env == "unset", r.stdout  # no source code in `ps`
+    assert r.stdout.count("\n") == 2  # a nested shell has no EXIT trap of ours
+    assert "line 1: no-such-cmd" in r.stderr  # line numbers are the command's own
