@@ -190,6 +190,8 @@ async def _run_bench(
             error = error if not end_error or "cancel" in end_error else f"{error}; {end_error}"
         else:
             usage, run_status, steps, error = run.usage, run.status, run.steps, run.error
+            if run_status == "timeout" and not error:
+                error = f"agent timeout after {agent_timeout:g}s"
         _phase(on_phase, "grading")
         verdict: Grade = await grade(task, sandbox, out)
     status: Literal["passed", "failed", "error"] = "passed" if verdict.passed else "failed"
