@@ -34,7 +34,8 @@ MAX_READ_BYTES = 100 << 20  # read_file cap, like common harnesses' file-read li
 
 # Bash prelude: the EXIT trap writes "$PWD\0NAME=value\0..." for every exported variable with builtins only:
 # no fork or exec per command (even `$(...)` would cost a fork). Shell variables (not exported), functions and
-# aliases do not persist. `builtin` keeps a user's function of the same name out of the way.
+# aliases do not persist. `builtin` keeps a user's function of the same name out of the way. The oom_score_adj
+# line makes a command, never the driver, the OOM killer's first choice when the sandbox runs out of memory.
 PRELUDE = r"""__agentkit_save() {
   __agentkit_rc=$?
   builtin compgen -e >"$__agentkit_state.names" 2>/dev/null
