@@ -206,7 +206,7 @@ async def _run_bench(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         agent_duration_s=round(agent_s, 3),
-        error=error or verdict.error,
+        error=error or verdict.error or (None if verdict.passed else verdict.summary()),
         grade=verdict.model_dump(mode="json"),
         image=tag,
     )
