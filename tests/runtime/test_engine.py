@@ -8,7 +8,7 @@ import torch
 from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.engine import Engine, sample
 from agentkit.runtime.model import Model
-from conftest import randomize_ours
+from v4_oracle import randomize_ours
 
 
 @pytest.fixture(scope="module")

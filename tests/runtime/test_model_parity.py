@@ -2,8 +2,10 @@
 load_model from the folder transformers' save_pretrained wrote.
 
 Known difference, configured around: on exactly equal indexer scores (several compressed entries at exactly 0
-after the ReLU) transformers keeps whatever torch.topk returns, we keep the lower entry index (so that a prompt
-split into chunks selects the same entries). The tiny configs use 16 indexer heads, which makes such exact ties
+after the ReLU) transformers keeps whatever torch.topk returns, we keep the lower entry index (so that a
+prompt
+split into chunks selects the same entries). The tiny configs use 16 indexer heads, which makes such exact
+ties
 practically absent; the test below fails loudly if one occurs anyway (a mismatch at isolated positions)."""
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from agentkit.runtime import load_model
 from agentkit.runtime.config import ModelConfig
-from conftest import build_oracle
+from v4_oracle import build_oracle
 
 
 def _ids(batch: int, seqlen: int, vocab: int, seed: int) -> torch.Tensor:
@@ -31,7 +33,8 @@ def _assert_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
 @torch.no_grad()
 def test_logits_match_transformers_at_every_position(tiny_pair, tiny_config):
     oracle, ours, _ = tiny_pair
-    # 300 tokens: 2 complete HCA blocks (m=128), 75 CSA entries (top-6 selected), far past the 16-token window.
+    # 300 tokens: 2 complete HCA blocks (m=128), 75 CSA entries (top-6 selected), far past the 16-token
+    # window.
     ids = _ids(2, 300, tiny_config.vocab_size, seed=1)
     ref = oracle(ids).logits.float()
     out = ours(ids)

@@ -8,7 +8,7 @@ from agentkit.runtime import load_model
 from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
-from conftest import randomize_ours
+from v4_oracle import randomize_ours
 
 
 def _ids(batch: int, seqlen: int, seed: int, vocab: int = 512) -> torch.Tensor:
