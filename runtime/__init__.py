@@ -1,4 +1,11 @@
-"""Embedded DeepSeek-V4 runtime: config, model, KV cache and loading (torch is imported on first use)."""
+"""Embedded DeepSeek-V4 runtime: config, model, KV cache, loading and sessions (torch loads on first use).
+
+    model = load_model(folder)                       # config.json (HF or inference format) + safetensors
+    logits = model(ids)                              # [B, S] -> fp32 [B, S, V], no cache
+    cache = model.new_cache(batch, capacity)         # per-row lengths; window ring + compressed entries
+    logits = model(ids, cache=cache, lengths=[...])  # chunked prefill / decode, right padding per row
+    session = Engine(model, tokenizer).session(prompt_ids); session.generate(64, temperature=0.6)
+"""
 
 from __future__ import annotations
 
