@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import tempfile
 import warnings
 
 import anyio.to_thread
@@ -23,6 +22,7 @@ from agentkit.sandboxes.cgroups import CgroupLimits, prune_cgroups
 from agentkit.sandboxes.driven import DriverSandbox
 from agentkit.sandboxes.local import ProcessDriver
 from agentkit.sandboxes.protocol import DriverChannel, driver_argv
+from agentkit.sandboxes.reaper import owned_tempdir, sweep_once
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 DEFAULT_UID = 1000
@@ -60,7 +60,8 @@ class BwrapSandbox(DriverSandbox):
             os.makedirs(cfg.host_workdir, exist_ok=True)
             self._host_workdir = os.path.abspath(cfg.host_workdir)
         else:
-            self._host_workdir = tempfile.mkdtemp(prefix=f"agentkit-bwrap-{self.run_id}-")
+            sweep_once()
+            self._host_workdir = owned_tempdir("bwrap", self.run_id)
             self._own_workdir = True  # the sandbox user maps to the calling user, who owns this folder
         self._workdir = cfg.workdir
         if cfg.pids is not None or cfg.memory or cfg.cpus is not None:

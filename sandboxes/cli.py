@@ -15,13 +15,16 @@ def prune(
         False, "--all", help="Remove every agentkit sandbox container, live owner or not."
     ),
 ) -> None:
-    """Remove sandbox containers (docker) and cgroups (bwrap) whose owner process is gone."""
+    """Remove sandbox containers, cgroups and temp folders whose owner process is gone."""
     from agentkit.sandboxes.base import SandboxError
     from agentkit.sandboxes.cgroups import prune_cgroups
     from agentkit.sandboxes.reaper import prune as do_prune
+    from agentkit.sandboxes.reaper import prune_host_leftovers
 
     cgroups = prune_cgroups()
     typer.echo(f"removed {len(cgroups)} cgroup(s)" + (": " + " ".join(cgroups) if cgroups else ""))
+    folders = prune_host_leftovers()
+    typer.echo(f"removed {len(folders)} temp folder(s)" + (": " + " ".join(folders) if folders else ""))
     try:
         removed = do_prune(all_owners=all_owners)
     except SandboxError as e:

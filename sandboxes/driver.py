@@ -436,11 +436,13 @@ class ChunkWriter(io.RawIOBase):
 
 
 def make_state_dir() -> str:
-    """Prefer tmpfs for the per-command state file: on a disk file system, creating it costs milliseconds."""
+    """Prefer tmpfs for the per-command state file: on a disk file system, creating it costs milliseconds.
+    The name carries our PID so that a reaper can remove the folder if this process is killed."""
+    prefix = f"agentkit-driver-{os.getpid()}-"
     try:
-        return tempfile.mkdtemp(prefix="agentkit-driver-", dir="/dev/shm")
+        return tempfile.mkdtemp(prefix=prefix, dir="/dev/shm")
     except OSError:
-        return tempfile.mkdtemp(prefix="agentkit-driver-")
+        return tempfile.mkdtemp(prefix=prefix)
 
 
 def shlex_quote(s: str) -> str:

@@ -16,6 +16,7 @@ import anyio
 from agentkit.sandboxes.base import SandboxConfig, SandboxError
 from agentkit.sandboxes.driven import DriverSandbox
 from agentkit.sandboxes.protocol import DriverChannel, driver_argv
+from agentkit.sandboxes.reaper import owned_tempdir, sweep_once
 from anyio.abc import Process
 
 # Only these host variables reach commands (explicit forwarding: no tokens or keys leak by default).
@@ -82,7 +83,8 @@ class LocalSandbox(DriverSandbox):
             os.makedirs(self.config.host_workdir, exist_ok=True)
             self._workdir = os.path.abspath(self.config.host_workdir)
         else:
-            self._workdir = tempfile.mkdtemp(prefix=f"agentkit-local-{self.run_id}-")
+            sweep_once()
+            self._workdir = owned_tempdir("local", self.run_id)
             self._own_workdir = True
 
     def _host_env(self) -> dict[str, str]:

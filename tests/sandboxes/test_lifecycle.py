@@ -117,6 +117,10 @@ def test_sigkilled_owner_leaves_nothing_after_prune(backend: str, containers_of,
     else:
         # local: the driver sees EOF and kills its commands; bwrap: --die-with-parent ends the namespace
         assert not wait_until_gone(marker)
+    if backend != "docker":
+        from agentkit.sandboxes.reaper import prune_host_leftovers
+
+        assert [d for d in prune_host_leftovers() if run_id in d]  # its temp workdir, left by the SIGKILL
     if backend == "bwrap":
         from agentkit.sandboxes.cgroups import prune_cgroups
 
