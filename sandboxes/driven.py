@@ -104,9 +104,15 @@ class DriverSandbox(Sandbox):
 
     async def _launch(self) -> None:
         self._channel = await self._open_driver()
-        with anyio.fail_after(START_TIMEOUT_S):
-            await self._channel.boot()
-            reply, _ = await self._channel.request({"op": "init", "env": self._driver_env(), "cwd": self.cwd})
+        try:
+            with anyio.fail_after(START_TIMEOUT_S):
+                await self._channel.boot()
+                init = {"op": "init", "env": self._driver_env(), "cwd": self.cwd}
+                reply, _ = await self._channel.request(init)
+        except TimeoutError as e:
+            raise SandboxError(
+                f"{self.backend} sandbox {self.run_id}: its driver did not start in {START_TIMEOUT_S:.0f}s"
+            ) from e
         self.cwd = reply["cwd"]
         self._broken = False
 
