@@ -12,16 +12,22 @@ from .compressor import Compressor
 from .config import ModelConfig
 from .indexer import Indexer
 from .linear import Linear, RMSNorm
+from .parallel import SINGLE, Parallel
 from .rope import apply_rope, cos_sin, layer_inv_freq
 from .step import Step
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype, parallel: Parallel = SINGLE) -> None:
         super().__init__()
-        self.cfg, self.ratio = cfg, ratio
-        self.n_heads, self.head_dim, self.rope_dim = cfg.n_heads, cfg.head_dim, cfg.rope_head_dim
-        self.window, self.groups, self.eps = cfg.window_size, cfg.o_groups, cfg.norm_eps
+        self.cfg, self.ratio, self.parallel = cfg, ratio, parallel
+        # Under tensor parallelism this rank holds heads (and output groups) [r*H/N, (r+1)*H/N).
+        self.n_heads, self.head_dim, self.rope_dim = (
+            cfg.n_heads // parallel.tp,
+            cfg.head_dim,
+            cfg.rope_head_dim,
+        )
+        self.window, self.groups, self.eps = cfg.window_size, cfg.o_groups // parallel.tp, cfg.norm_eps
         self.scale = self.head_dim**-0.5
         fmt = cfg.weight_format
         aq = self.quant_sim = bool(cfg.quant_sim)
@@ -31,7 +37,7 @@ class Attention(nn.Module):
         self.wkv = Linear(cfg.dim, self.head_dim, fmt, dtype, aq)
         self.kv_norm = RMSNorm(self.head_dim, cfg.norm_eps)
         self.wo_a = Linear(
-            self.n_heads * self.head_dim // self.groups, self.groups * cfg.o_lora_rank, fmt, dtype
+            cfg.n_heads * self.head_dim // cfg.o_groups, self.groups * cfg.o_lora_rank, fmt, dtype
         )
         self.wo_b = Linear(self.groups * cfg.o_lora_rank, cfg.dim, fmt, dtype, aq)
         self.attn_sink = nn.Parameter(torch.zeros(self.n_heads, dtype=torch.float32))
@@ -40,7 +46,7 @@ class Attention(nn.Module):
             if ratio
             else None
         )
-        self.indexer = Indexer(cfg, ratio, dtype) if ratio == 4 else None
+        self.indexer = Indexer(cfg, ratio, dtype, parallel) if ratio == 4 else None
         self.register_buffer("freqs", layer_inv_freq(cfg, ratio), persistent=False)
 
     def forward(self, x: torch.Tensor, step: Step, cache: LayerCache) -> torch.Tensor:
@@ -76,7 +82,7 @@ class Attention(nn.Module):
         o = o.reshape(bsz, seqlen, self.groups, -1)
         wo_a = self.wo_a.dense_weight().view(self.groups, -1, o.shape[-1])  # [G, R_o, H*d/G]
         z = torch.einsum("bsgi,gri->bsgr", o.to(wo_a.dtype), wo_a)
-        return self.wo_b(z.flatten(2))
+        return self.parallel.tp_all_reduce(self.wo_b(z.flatten(2)))  # row-parallel wo_b: sum the ranks
 
     def _window_set(
         self, kv: torch.Tensor, step: Step, cache: LayerCache

@@ -89,6 +89,7 @@ class CheckpointReader:
         self._file: dict[str, str] = {stored: fname for stored, fname in weight_map.items()}
         self._headers: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, Any] = {}
+        self.bytes_read = 0  # tensor bytes copied out of the shards by get / get_slice
         cfg = self.folder / "config.json"
         self.config: dict[str, Any] = json.loads(cfg.read_text()) if cfg.is_file() else {}
 
@@ -143,9 +144,7 @@ class CheckpointReader:
                                   f"not know (known: {sorted(ST_DTYPES)})")
         return TensorInfo(tuple(entry["shape"]), ST_DTYPES[entry["dtype"]], path)
 
-    def get(self, key: str) -> torch.Tensor:
-        """The tensor in its stored dtype (a copy out of the memory-mapped shard)."""
-        info = self.info(key)
+    def _handle(self, key: str, info: TensorInfo) -> Any:
         fname = info.file.name
         handle = self._handles.get(fname)
         if handle is None:
@@ -153,7 +152,25 @@ class CheckpointReader:
                 raise CheckpointError(f"missing shard file {info.file} (holds {key}): the checkpoint is "
                                       "incomplete; fetch that file again")
             handle = self._handles[fname] = safe_open(str(info.file), framework="pt", device="cpu")
-        return handle.get_tensor(self._stored[key])
+        return handle
+
+    def get(self, key: str) -> torch.Tensor:
+        """The tensor in its stored dtype (a copy out of the memory-mapped shard)."""
+        info = self.info(key)
+        t = self._handle(key, info).get_tensor(self._stored[key])
+        self.bytes_read += t.numel() * t.element_size()
+        return t
+
+    def get_slice(self, key: str, dim: int, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of `dim` of the stored tensor, reading only that part of the shard."""
+        info = self.info(key)
+        if not (0 <= dim < len(info.shape) and 0 <= start <= stop <= info.shape[dim]):
+            raise CheckpointError(f"cannot slice {key} {list(info.shape)} at dim {dim} [{start}:{stop}]: out "
+                                  "of range; the checkpoint was made for another config")
+        index = (slice(None),) * dim + (slice(start, stop),)
+        t = self._handle(key, info).get_slice(self._stored[key])[index].contiguous()
+        self.bytes_read += t.numel() * t.element_size()
+        return t
 
     @property
     def opened_files(self) -> list[str]:

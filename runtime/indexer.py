@@ -10,6 +10,7 @@ from .cache import CompressedCache
 from .compressor import Compressor
 from .config import ModelConfig
 from .linear import Linear
+from .parallel import SINGLE, Parallel
 from .rope import apply_rope, cos_sin
 from .step import Step
 
@@ -17,10 +18,11 @@ from .step import Step
 class Indexer(nn.Module):
     """Params: wq_b [Hi*di, R_q], weights_proj [Hi, D], and its own overlapping compressor (c = di, m = 4)."""
 
-    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, ratio: int, dtype: torch.dtype, parallel: Parallel = SINGLE) -> None:
         super().__init__()
+        self.parallel = parallel
         self.n_heads, self.head_dim, self.topk, self.ratio = (
-            cfg.index_n_heads,
+            cfg.index_n_heads // parallel.tp,  # this rank's heads; scores are summed over all ranks' heads
             cfg.index_head_dim,
             cfg.index_topk,
             ratio,
@@ -33,7 +35,7 @@ class Indexer(nn.Module):
         self.compressor = Compressor(
             cfg.dim, self.head_dim, ratio, cfg.rope_head_dim, cfg.norm_eps, "fp4" if self.quant_sim else None
         )
-        self.weight_scale = (self.head_dim * self.n_heads) ** -0.5
+        self.weight_scale = (self.head_dim * cfg.index_n_heads) ** -0.5
 
     def forward(
         self, x: torch.Tensor, qr: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor
@@ -50,4 +52,6 @@ class Indexer(nn.Module):
         w = self.weights_proj(x).float() * self.weight_scale  # [B, S, Hi]
         n_entries = int(((step.start + step.n_new) // self.ratio).max())
         n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
-        return ops.indexer_topk(q, w, cache.entries[:, :n_entries], n_visible, self.topk)
+        return ops.indexer_topk(
+            q, w, cache.entries[:, :n_entries], n_visible, self.topk, self.parallel.tp_all_reduce
+        )

@@ -9,6 +9,7 @@ import torch
 
 from .config import ModelConfig
 from .model import Model
+from .parallel import SINGLE, Parallel
 
 
 def load_model(
@@ -16,12 +17,14 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    parallel: Parallel = SINGLE,
     **config_overrides: Any,
 ) -> Model:
     """Load the checkpoint in `path` (official sharded layout or transformers' save_pretrained layout).
 
     `config_overrides` replace config fields (e.g. max_seq_len=65536 for the cache size). A checkpoint without
-    MTP tensors (transformers does not save them) loads as a model without the MTP block."""
+    MTP tensors (transformers does not save them) loads as a model without the MTP block. With `parallel`
+    (Parallel.init() under torchrun) the model holds and reads only this rank's part."""
     from .weights import CheckpointReader, load_into
 
     reader = CheckpointReader(path)
@@ -29,6 +32,6 @@ def load_model(
     if cfg.n_mtp_layers and not any(k.startswith("mtp.") for k in reader.keys()):
         cfg = cfg.with_(n_mtp_layers=0, compress_ratios=cfg.compress_ratios[: cfg.n_layers])
     with reader:
-        model = Model(cfg, dtype)
-        load_into(model, reader)
+        model = Model(cfg, dtype, parallel)
+        load_into(model, reader, shard=parallel if parallel.world > 1 else None)
     return model.to(device).eval()

@@ -13,6 +13,7 @@ from .cache import KVCache, LayerCache
 from .config import ModelConfig
 from .linear import Linear, RMSNorm
 from .moe import MoE
+from .parallel import SINGLE, Parallel
 from .step import Step
 
 
@@ -27,7 +28,7 @@ class Block(nn.Module):
     """One layer: X [B, S, n, D] -> mHC-pre -> attn_norm -> attention -> mHC-post, then the same with the
     MoE."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype, parallel: Parallel = SINGLE) -> None:
         super().__init__()
         self.cfg = cfg
         n = cfg.hc_mult
@@ -35,8 +36,8 @@ class Block(nn.Module):
             _hc_params(self, site, (2 + n) * n, n * cfg.dim, 3)
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg, cfg.compress_ratios[layer], dtype)
-        self.ffn = MoE(cfg, layer, dtype)
+        self.attn = Attention(cfg, cfg.compress_ratios[layer], dtype, parallel)
+        self.ffn = MoE(cfg, layer, dtype, parallel)
 
     def forward(self, x: torch.Tensor, step: Step, cache: LayerCache) -> torch.Tensor:
         c = self.cfg
@@ -61,8 +62,8 @@ class MTPBlock(Block):
     token,
     runs one Block, and collapses with its own HC head and norm (embed and head are shared with the model)."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype) -> None:
-        super().__init__(cfg, layer, dtype)
+    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype, parallel: Parallel = SINGLE) -> None:
+        super().__init__(cfg, layer, dtype, parallel)
         self.e_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype, bool(cfg.quant_sim))
         self.h_proj = Linear(cfg.dim, cfg.dim, cfg.weight_format, dtype, bool(cfg.quant_sim))
         self.enorm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -80,15 +81,36 @@ class MTPBlock(Block):
 
 
 class Model(nn.Module):
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, cfg: ModelConfig, dtype: torch.dtype = torch.float32, parallel: Parallel = SINGLE
+    ) -> None:
+        """`parallel` places this process in a tensor / expert parallel group (runtime/parallel.py): the model
+        then holds only this rank's slices and its forward joins the other ranks' at the collective points."""
         super().__init__()
-        self.config, self.dtype = cfg, dtype
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, dtype=dtype)
-        self.layers = nn.ModuleList(Block(cfg, i, dtype) for i in range(cfg.n_layers))
+        parallel.check(cfg)
+        self.config, self.dtype, self.parallel = cfg, dtype, parallel
+        self.vocab_lo, vocab_hi = parallel.vocab_range(cfg.vocab_size)  # vocab-parallel embed and head rows
+        self.embed = nn.Embedding(vocab_hi - self.vocab_lo, cfg.dim, dtype=dtype)
+        self.layers = nn.ModuleList(Block(cfg, i, dtype, parallel) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = Linear(cfg.dim, cfg.vocab_size, "float", torch.float32)  # fp32 logits
+        self.head = Linear(cfg.dim, vocab_hi - self.vocab_lo, "float", torch.float32)  # fp32 logits
         _hc_params(self, "hc_head", cfg.hc_mult, cfg.hc_mult * cfg.dim, 1)
-        self.mtp = nn.ModuleList(MTPBlock(cfg, cfg.n_layers + i, dtype) for i in range(cfg.n_mtp_layers))
+        self.mtp = nn.ModuleList(
+            MTPBlock(cfg, cfg.n_layers + i, dtype, parallel) for i in range(cfg.n_mtp_layers)
+        )
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, S] -> [B, S, D]; with a split vocabulary each rank looks up its rows and the ranks sum."""
+        if self.parallel.tp == 1:
+            return self.embed(ids)
+        local = ids - self.vocab_lo
+        outside = (local < 0) | (local >= self.embed.num_embeddings)
+        h = self.embed(local.masked_fill(outside, 0)).masked_fill(outside.unsqueeze(-1), 0)
+        return self.parallel.tp_all_reduce(h)
+
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
+        """Normed final hidden [B, S, D] -> fp32 logits [B, S, V] (all ranks' vocab slices gathered)."""
+        return self.parallel.tp_all_gather(self.head(y.float()), -1)
 
     # ------------------------------------------------------------------------------------------------------
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
@@ -148,7 +170,7 @@ class Model(nn.Module):
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], max(input_ids.shape[1], 1))
         step = self._step(input_ids, cache.lengths, start_pos, lengths, cache.capacity)
-        h = self.embed(input_ids)
+        h = self._embed(input_ids)
         x = h.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()  # [B, S, n, D] copies
         for layer, lc in zip(self.layers, cache.layers, strict=True):
             x = layer(x, step, lc)
@@ -157,7 +179,7 @@ class Model(nn.Module):
         y = self.norm(
             ops.hc_head(x, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, c.hc_eps, c.norm_eps)
         )
-        logits = self.head(y.float())
+        logits = self._logits(y)
         return (logits, x) if return_hidden else logits
 
     def mtp_forward(
@@ -177,7 +199,7 @@ class Model(nn.Module):
         if cache is None:
             cache = self.new_cache(next_ids.shape[0], max(next_ids.shape[1], 1))
         step = self._step(next_ids, cache.mtp_lengths, start_pos, lengths, cache.capacity)
-        y = self.mtp[depth](hidden, self.embed(next_ids), step, cache.mtp[depth])
+        y = self.mtp[depth](hidden, self._embed(next_ids), step, cache.mtp[depth])
         if depth == len(self.mtp) - 1:
             cache.mtp_lengths += step.n_new
-        return self.head(y.float())
+        return self._logits(y)

@@ -11,6 +11,7 @@ from torch import nn
 from . import ops
 from .config import ModelConfig
 from .linear import Format, Linear
+from .parallel import SINGLE, Parallel
 
 
 class Expert(nn.Module):
@@ -71,13 +72,18 @@ class Gate(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, dtype: torch.dtype, parallel: Parallel = SINGLE) -> None:
         super().__init__()
+        self.parallel = parallel
         self.gate = Gate(cfg, hashed=layer < cfg.n_hash_layers)
         expert_fmt: Format = "float" if cfg.weight_format == "float" else cfg.expert_format
+        # Expert parallel: this rank builds only its range of experts; the others are None (no parameters).
+        lo, hi = parallel.expert_range(cfg.n_routed_experts)
         self.experts = nn.ModuleList(
             Expert(cfg.dim, cfg.moe_inter_dim, expert_fmt, dtype, cfg.swiglu_limit, bool(cfg.quant_sim))
-            for _ in range(cfg.n_routed_experts)
+            if lo <= e < hi
+            else None
+            for e in range(cfg.n_routed_experts)
         )
         self.shared_experts = (
             Expert(
@@ -92,7 +98,7 @@ class MoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         weights, indices = self.gate(flat, input_ids.reshape(-1))
-        y = ops.moe_experts(flat, indices, weights, list(self.experts))
+        y = self.parallel.all_reduce(ops.moe_experts(flat, indices, weights, list(self.experts)))
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat).float()
         return y.to(x.dtype).view(shape)

@@ -83,13 +83,19 @@ def sparse_attn(
 
 
 def indexer_topk(
-    q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor, topk: int
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    keys: torch.Tensor,
+    n_visible: torch.Tensor,
+    topk: int,
+    reduce_heads: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Lightning-indexer selection of compressed entries.
 
     q: [B, S, Hi, di]; weights: [B, S, Hi] (already scaled by di^-0.5 * Hi^-0.5); keys: [B, T, di];
     n_visible: [B, S] number of entries query s may see (entries 0..n-1). Score(s, c) = sum_h w[s,h] *
     relu(q[s,h] . keys[c]). Returns [B, S, min(topk, T)] int64 indices, -1 where fewer entries are visible.
+    reduce_heads sums the scores [B, s, T] over ranks when the heads are split across them (tensor parallel).
     """
     bsz, seqlen = q.shape[:2]
     t = keys.shape[1]
@@ -104,6 +110,8 @@ def indexer_topk(
         s1 = min(seqlen, s0 + step)
         logits = torch.einsum("bshd,btd->bsht", q[:, s0:s1].float(), kf).relu_()
         scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
+        if reduce_heads is not None:
+            scores = reduce_heads(scores)
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
         scores = scores.masked_fill(~visible, float("-inf"))
         # Stable sort, not topk: equal scores (e.g. several entries at exactly 0 after the ReLU) then
@@ -213,15 +221,15 @@ def moe_experts(
     x: torch.Tensor,
     indices: torch.Tensor,
     weights: torch.Tensor,
-    experts: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    experts: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None],
 ) -> torch.Tensor:
     """Routed-expert loop. x [N, D]; indices [N, k] int64; weights [N, k] fp32; experts[e](x_e [n, D],
     w_e [n, 1]) -> [n, D] applies the routing weight itself (before its down projection). Returns fp32 [N,
-    D]."""
+    D]. An expert that is None lives on another rank (expert parallel): its tokens are summed there."""
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     counts = torch.bincount(indices.flatten(), minlength=len(experts)).tolist()
     for e, count in enumerate(counts):
-        if count == 0:
+        if count == 0 or experts[e] is None:
             continue
         token, slot = torch.where(indices == e)
         y = experts[e](x[token], weights[token, slot].unsqueeze(-1))

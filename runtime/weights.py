@@ -5,12 +5,14 @@ FP4 for routed experts) plus `scale` (float8_e8m0fnu); a float Linear holds only
 stored and model format converts: FP8/FP4 -> float dequantises (what the official converter does for `wo_a`),
 float -> FP8/FP4 quantises, FP4 -> FP8 re-encodes losslessly; FP8 -> FP4 is refused (it would lose precision).
 Tensors are streamed one at a time from the memory-mapped shards: peak memory is the model plus one tensor.
+With a `shard` (a parallel.Parallel) each rank reads only its slices and its own experts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -34,6 +36,18 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks (strict=False only)
     unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model has no place for
     skipped: list[str] = field(default_factory=list)  # checkpoint keys the official converter drops
+    other_ranks: list[str] = field(default_factory=list)  # checkpoint keys another rank loads (its experts)
+
+
+class Shard(Protocol):
+    """Which part of the checkpoint one rank loads (implemented by parallel.Parallel)."""
+
+    def slice_for(self, key: str, shape: tuple[int, ...]) -> tuple[int, int, int] | None: ...
+
+    def owns(self, key: str, n_experts: int) -> bool: ...
+
+
+Slice = tuple[int, int, int] | None  # (dim, start, stop) of a stored tensor, None = all of it
 
 
 def _fmt(dtype: torch.dtype, has_scale: bool) -> str:
@@ -70,11 +84,37 @@ def _copy_scale(dst: torch.Tensor, src: torch.Tensor) -> None:
         _copy(dst, e8m0_to_float(src))
 
 
+def _sliced(shape: tuple[int, ...], sl: Slice) -> tuple[int, ...]:
+    if sl is None:
+        return shape
+    dim, start, stop = sl
+    return shape[:dim] + (stop - start,) + shape[dim + 1:]
+
+
 class _Loader:
-    def __init__(self, model: nn.Module, reader: CheckpointReader):
-        self.reader = reader
+    def __init__(self, model: nn.Module, reader: CheckpointReader, shard: Shard | None):
+        self.reader, self.shard = reader, shard
         self.targets: dict[str, torch.Tensor] = model.state_dict(keep_vars=True)
         self.consumed: set[str] = set()
+
+    def slice_of(self, key: str, shape: tuple[int, ...]) -> Slice:
+        return None if self.shard is None else self.shard.slice_for(key, shape)
+
+    def fetch(self, key: str, sl: Slice) -> torch.Tensor:
+        return self.reader.get(key) if sl is None else self.reader.get_slice(key, *sl)
+
+    def scale_slice(self, key: str, sl: Slice, fmt: str) -> Slice:
+        """The block-scale rows that go with weight rows `sl`: 128-blocks for FP8, for FP4 one per row and
+        one per 16 stored bytes (32 values) along the input."""
+        if sl is None:
+            return None
+        dim, start, stop = sl
+        block = 128 if fmt == "fp8" else (1, 16)[dim]
+        if start % block and start // block != (stop - 1) // block:
+            raise self.fail(key, f"this rank's slice [{start}:{stop}] of dim {dim} starts inside a "
+                                 f"{block}-wide scale block", "use a world size whose slices are whole scale "
+                                 "blocks, or a layout that does not split this weight (dp_attn)")
+        return dim, start // block, -(-stop // block)
 
     def fail(self, key: str, problem: str, fix: str) -> CheckpointError:
         where = self.reader.file(key) if key in self.reader else self.reader.folder
@@ -90,7 +130,8 @@ class _Loader:
 
     def load_plain(self, key: str) -> None:
         dst, info = self.targets[key], self.reader.info(key)
-        self.check_shape(key, info.shape, info.dtype, dst)
+        sl = self.slice_of(key, info.shape)
+        self.check_shape(key, _sliced(info.shape, sl), info.dtype, dst)
         same_class = (
             (info.dtype == dst.dtype)
             or (_fmt(info.dtype, False) == "float" and _fmt(dst.dtype, False) == "float")
@@ -101,7 +142,7 @@ class _Loader:
             raise self.fail(key, f"the checkpoint holds {_describe(info.shape, info.dtype)}, the model "
                                  f"expects {_describe(tuple(dst.shape), dst.dtype)}",
                             "these dtypes do not convert; the checkpoint does not match this model's format")
-        src = self.reader.get(key)
+        src = self.fetch(key, sl)
         if not dst.dtype.is_floating_point and src.dtype != dst.dtype and src.numel():
             lo, hi = torch.iinfo(dst.dtype).min, torch.iinfo(dst.dtype).max
             if int(src.min()) < lo or int(src.max()) > hi:
@@ -129,10 +170,11 @@ class _Loader:
             raise self.fail(key, f"the checkpoint holds {_describe(info.shape, info.dtype)}{scale_note}, "
                                  f"the model expects {_describe(tuple(dst.shape), dst.dtype)}"
                                  f"{' with a scale' if dst_scale is not None else ''}", fix)
-        self.check_shape(key, _logical_shape(info.shape, src_fmt), info.dtype, dst,
+        sl = self.slice_of(key, info.shape)
+        self.check_shape(key, _logical_shape(_sliced(info.shape, sl), src_fmt), info.dtype, dst,
                          _logical_shape(tuple(dst.shape), dst_fmt))
-        w = r.get(key)
-        s = r.get(skey) if has_src_scale else None
+        w = self.fetch(key, sl)
+        s = self.fetch(skey, self.scale_slice(key, sl, src_fmt)) if has_src_scale else None
         if has_src_scale:
             self.consumed.add(skey)
         if src_fmt == "float" and dst_fmt == "float":
@@ -161,14 +203,18 @@ class _Loader:
         self.consumed.add(key)
 
 
-def load_into(model: nn.Module, reader: CheckpointReader | str | Path, *, strict: bool = True) -> LoadReport:
+def load_into(model: nn.Module, reader: CheckpointReader | str | Path, *, strict: bool = True,
+              shard: Shard | None = None) -> LoadReport:
     """Fill every parameter and persistent buffer of `model` (official key names) from the checkpoint.
 
     strict=True: a model key the checkpoint lacks, or a checkpoint key the model has no place for (other than
-    the ones the official converter drops), is an error. strict=False: both are only listed in the report."""
+    the ones the official converter drops), is an error. strict=False: both are only listed in the report.
+    shard: this rank's part (a parallel.Parallel, as the model was built with); split tensors are read as
+    slices of the memory-mapped shards and other ranks' experts are not read at all."""
     if not isinstance(reader, CheckpointReader):
         reader = CheckpointReader(reader)
-    ld = _Loader(model, reader)
+    ld = _Loader(model, reader, shard)
+    n_experts = getattr(getattr(model, "config", None), "n_routed_experts", 0)
     report = LoadReport()
     for key, dst in ld.targets.items():
         if key.endswith(".scale") and key[: -len(".scale")] + ".weight" in ld.targets:
@@ -188,6 +234,9 @@ def load_into(model: nn.Module, reader: CheckpointReader | str | Path, *, strict
         report.loaded.append(key)
     for key in reader.keys():
         if key in ld.consumed:
+            continue
+        if shard is not None and not shard.owns(key, n_experts):
+            report.other_ranks.append(key)
             continue
         (report.skipped if skipped_by_converter(key) else report.unexpected).append(key)
     if strict and report.unexpected:
