@@ -1,0 +1,90 @@
+"""Token ids and loss masks from rendered trajectories, and padded batches for training."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    mask: list[bool]  # mask[t]: token t is part of an assistant completion (a loss target)
+
+
+def tokenize(tok: Tokenizer, text: str, spans: Sequence[tuple[int, int]]) -> Example:
+    """Token ids of `text`, with `mask[t]` set when token t lies inside one of the character `spans`.
+
+    Span edges fall on special tokens (`</think>` before a completion, EOS at its end), which always split
+    tokens, so every token is either wholly inside a span or wholly outside."""
+    enc = tok.encode(text, add_special_tokens=False)
+    mask = [False] * len(enc.ids)
+    j = 0
+    spans = sorted(spans)
+    for t, (start, end) in enumerate(enc.offsets):
+        while j < len(spans) and spans[j][1] <= start:
+            j += 1
+        if j < len(spans) and spans[j][0] <= start < spans[j][1]:
+            if end > spans[j][1]:
+                raise ValueError(f"token {t} ({start}-{end}) crosses the end of span {spans[j]}")
+            mask[t] = True
+    return Example(ids=list(enc.ids), mask=mask)
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [B, S] int64, right-padded with the pad id
+    mask: torch.Tensor  # [B, S] bool, True where token t is a loss target
+    lengths: torch.Tensor  # [B] int64, real (unpadded) tokens per row
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.mask[:, 1:].sum())
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = torch.tensor(e.mask)
+    return Batch(ids=ids, mask=mask, lengths=torch.tensor([len(e.ids) for e in examples]))
+
+
+def batches(
+    examples: Sequence[Example], batch_tokens: int, pad_id: int, seed: int, max_len: int | None = None
+) -> Iterator[Batch]:
+    """Endless shuffled batches of about `batch_tokens` tokens (padding included), grouping similar lengths so
+    little compute goes to padding. Examples longer than `max_len` are an error, not silently cut."""
+    if max_len is not None:
+        long = [len(e.ids) for e in examples if len(e.ids) > max_len]
+        if long:
+            raise ValueError(
+                f"{len(long)} examples exceed max_len={max_len} tokens (longest {max(long)}); "
+                "raise the model's max_seq_len or shorten the prompt"
+            )
+    rng = random.Random(seed)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+    while True:
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        width = 0
+        for i in order:
+            n = len(examples[i].ids)
+            if cur and max(width, n) * (len(cur) + 1) > batch_tokens:
+                groups.append(cur)
+                cur, width = [], 0
+            cur.append(i)
+            width = max(width, n)
+        if cur:
+            groups.append(cur)
+        rng.shuffle(groups)
+        for g in groups:
+            yield collate([examples[i] for i in g], pad_id)
+        # Reshuffle within equal-ish lengths so the next epoch forms different groups.
+        order = sorted(order, key=lambda i: (len(examples[i].ids) // 16, rng.random()))

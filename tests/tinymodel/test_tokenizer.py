@@ -1,0 +1,55 @@
+"""The BPE tokenizer: every V4 special token is one token, control ids match the release, text round-trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from agentkit.tinymodel.tokenizer_train import (
+    CONTROL_TOKENS,
+    SPECIAL_TOKENS,
+    check_special_tokens,
+    general_text,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+CONVERSATION = (
+    "<｜begin▁of▁sentence｜>You are an agent.<｜User｜>Count the lines in kalo.txt."
+    "<｜Assistant｜></think>\n\n"
+    '<｜DSML｜tool_calls>\n<｜DSML｜invoke name="bash">\n<｜DSML｜parameter name="command" string="true">'
+    "wc -l < kalo.txt</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>"
+    "<｜User｜><tool_result>12\n</tool_result><｜Assistant｜></think>"
+    "kalo.txt has 12 lines.<｜end▁of▁sentence｜>"
+)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    texts = list(general_text(300_000)) + [CONVERSATION] * 50
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(train_tokenizer(texts, vocab_size=800), folder)
+    return Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+
+
+def test_special_tokens_are_single_and_control_ids_match_the_release(tok: Tokenizer) -> None:
+    check_special_tokens(tok)
+    assert [tok.token_to_id(t) for t in CONTROL_TOKENS] == [0, 1, 2]
+    assert tok.get_vocab_size() == 800
+    for t in SPECIAL_TOKENS:
+        assert tok.encode(f"x{t}y", add_special_tokens=False).tokens.count(t) == 1
+
+
+def test_conversation_round_trips_and_chat_tokens_survive_skip_special(tok: Tokenizer) -> None:
+    ids = tok.encode(CONVERSATION, add_special_tokens=False).ids
+    assert tok.decode(ids, skip_special_tokens=False) == CONVERSATION
+    kept = tok.decode(ids, skip_special_tokens=True)
+    assert "<｜begin▁of▁sentence｜>" not in kept and "<｜end▁of▁sentence｜>" not in kept
+    assert "｜DSML｜" in kept and "<｜User｜>" in kept  # chat tokens are not `special` in the release either
+
+
+def test_too_small_vocab_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        train_tokenizer(["abc"], vocab_size=100)

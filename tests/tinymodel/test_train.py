@@ -1,0 +1,67 @@
+"""Training: a few Muon + AdamW steps on real expert trajectories lower the loss of a micro model with every
+V4 part, and the checkpoint it writes loads back through the runtime loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+import torch
+from agentkit.runtime.loader import load_model
+from agentkit.runtime.model import Model
+from tokenizers import Tokenizer
+
+from agentkit.tinymodel import train as T
+from agentkit.tinymodel.corpus import run_experts
+from agentkit.tinymodel.data import collate
+from agentkit.tinymodel.tasks import make_tasks
+from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    trajs = anyio.run(run_experts, make_tasks("train", 3), 3)
+    prefix = T.system_prefix("/workspace", ("bash",))
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(
+        train_tokenizer(list(general_text(200_000)) + [t.text for t in trajs] * 5 + [prefix], 1024), folder
+    )
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    records = [{"messages": [m.to_openai() for m in t.messages]} for t in trajs]
+    examples = T.trajectory_examples(tok, records, chat_every=10**9)
+    return tok, folder, examples, tok.encode(prefix, add_special_tokens=False).ids
+
+
+def test_micro_config_has_every_part() -> None:
+    cfg = T.micro_config(1024)
+    assert {0, 4, 128} <= set(cfg.compress_ratios) and cfg.n_mtp_layers == 1 and cfg.hc_mult >= 2
+    assert 0 < cfg.n_hash_layers < cfg.n_layers  # hashed and learned MoE layers
+    full = T.agent_config(3072)
+    n = sum(p.numel() for p in Model(full).parameters())
+    assert n * 2 < 25e6  # bf16 checkpoint under 25 MB
+
+
+def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> None:
+    tok, tok_dir, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    batch = collate(examples, pad)
+    assert batch.n_targets > 0
+    with torch.no_grad():
+        before = float(T.losses(model, prefix, batch)[0])
+    opt = T.TrainOptions(minutes=10, max_steps=3, batch_tokens=10**6, warmup_steps=1, adamw_lr=1e-2)
+    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    with torch.no_grad():
+        after = float(T.losses(model, prefix, batch)[0])
+    assert after < before - 0.1, (before, after)
+
+    T.save_model(model, tmp_path / "model", tok_dir)
+    loaded = load_model(tmp_path / "model")
+    ids = batch.ids[:1, :64]
+    torch.testing.assert_close(loaded(ids), model(ids), atol=0.05, rtol=0.05)  # bf16 storage
+    assert (tmp_path / "model" / "tokenizer.json").is_file()
