@@ -151,6 +151,17 @@ class KVCache:
                     per_row += sum(t[0].numel() * t.element_size() for t in (c.state_kv, c.state_score))
         return per_row
 
+    def fixed_tensors(self) -> list[torch.Tensor]:
+        """The tensors that hold only the last few tokens (window rings, compressor states), main layers then
+        MTP: together with `lengths` they are the state a rewind must restore."""
+        out = []
+        for lc in self._all_layers():
+            out.append(lc.window)
+            for c in (lc.compressed, lc.index):
+                if c is not None:
+                    out += [c.state_kv, c.state_score]
+        return out
+
     def _map(self, fn) -> KVCache:
         def lc_map(lc: LayerCache) -> LayerCache:
             def cc(c: CompressedCache | None) -> CompressedCache | None:
@@ -176,3 +187,23 @@ class KVCache:
         """A copy holding only the given batch rows, in that order."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
         return self._map(lambda t: t.index_select(0, idx))
+
+    def narrow(self, n: int) -> KVCache:
+        """Rows 0..n-1 as views of this cache's storage: a forward through the result updates these rows here
+        (continuous batching runs only the active rows of a larger cache)."""
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"narrow({n}): need 1 <= n <= {self.batch_size} (the rows this cache holds)")
+        return self._map(lambda t: t[:n])
+
+    def copy_row_(self, row: int, src: KVCache, src_row: int = 0) -> None:
+        """Overwrite row `row` with row `src_row` of `src` (same config and capacity), lengths included."""
+        if src.capacity != self.capacity or len(src.layers) != len(self.layers):
+            raise ValueError(
+                f"copy_row_: caches differ (capacity {src.capacity} vs {self.capacity}, layers "
+                f"{len(src.layers)} vs {len(self.layers)}); allocate both from the same model and capacity"
+            )
+        for dst_lc, src_lc in zip(self._all_layers(), src._all_layers(), strict=True):
+            for d, s in zip(dst_lc.tensors(), src_lc.tensors(), strict=True):
+                d[row].copy_(s[src_row])
+        self.lengths[row] = src.lengths[src_row]
+        self.mtp_lengths[row] = src.mtp_lengths[src_row]
