@@ -92,11 +92,11 @@ def run_directory(
     except KeyboardInterrupt:
         err_console.print(f"[red]interrupted[/]: finished tasks are kept; continue with --resume {out}")
         return 130
-    _task_summary(result, console)
+    _task_summary(result, out, console)
     return 0 if result.passed else 1
 
 
-def _task_summary(r: TaskResult, console: Console) -> None:
+def _task_summary(r: TaskResult, out: Path, console: Console) -> None:
     style = {"passed": "green", "failed": "red", "error": "yellow"}[r.status]
     t = Table(show_header=False, box=None, padding=(0, 2))
     t.add_row("task", f"{r.task} ({r.format}, agent {r.agent})")
@@ -111,6 +111,6 @@ def _task_summary(r: TaskResult, console: Console) -> None:
     t.add_row("steps", str(r.steps))
     t.add_row("tokens", f"{r.prompt_tokens:,} prompt + {r.completion_tokens:,} completion")
     t.add_row("time", f"{r.duration_s:.1f}s (agent {r.agent_duration_s:.1f}s)")
-    t.add_row("output", str(Path(r.trajectory).parent) if r.trajectory else "-")
+    t.add_row("output", str(out))
     console.rule(f"[{style}]{r.status}[/]")
     console.print(t)

@@ -87,7 +87,7 @@ async def run_task_folder(
     folder, out = Path(folder).resolve(), Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     fmt = detect_format(folder) or "unknown"
-    base = {"task": folder.name, "format": fmt, "path": str(folder), "agent": _agent_name(options)}
+    base = {"task": folder.name, "format": fmt, "path": str(folder), "agent": _agent_name(options, fmt)}
     t0 = time.monotonic()
     try:
         if fmt == "agentkit":
@@ -117,12 +117,12 @@ def read_result(out: Path) -> TaskResult | None:
         return None
 
 
-def _agent_name(options: RunOptions) -> str:
+def _agent_name(options: RunOptions, fmt: str) -> str:
     if options.agent == "oracle":
         return "oracle"
     if options.backend is not None:
         return str(options.backend.describe().get("name") or options.backend.name)
-    return options.model or "task model"
+    return options.model or ("task model" if fmt == "agentkit" else "embedded")
 
 
 async def _run_bench(
