@@ -170,6 +170,8 @@ async def _run_bench(
             thinking=False if oracle is not None else None,
             tools_config={"permissions": {"yes": True}},
         )
+        if task.format == "tb2":  # Harbor's in-container log folders exist from the start
+            await sandbox.exec("mkdir -p /logs/agent /logs/verifier /logs/artifacts", timeout=30)
         if oracle is not None:
             await install_solution(task, sandbox)
         _phase(on_phase, "agent")
