@@ -4,9 +4,9 @@ The tasks teach a tiny model the agent loop: read the instruction, call `bash`, 
 it, answer. Every task needs at least one tool output (a count, a script's result, a grep hit) to be solved,
 and the language is deliberately regular (one template per family) so a small model can learn it.
 
-Names and words are built from syllables. The set of two-syllable words is split by a stable hash into a
-train pool and a held-out pool, so held-out tasks use names never seen in training while their pieces
-(syllables) are.
+Names and words are two-syllable made-up words and common English words (`english_words.txt`, frozen so
+tasks are the same on every machine). Both sets are split by a stable hash into a train pool and a held-out
+pool, so held-out tasks use names never seen in training.
 The seeds of the two splits are also kept apart (`split` is mixed into the RNG seed).
 """
 
@@ -16,6 +16,8 @@ import random
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
 Split = Literal["train", "heldout"]
@@ -26,18 +28,27 @@ _SYLLABLES = (
 _HELDOUT_EVERY = 5  # one word in five goes to the held-out pool
 
 
+_GREETINGS = ("Hello", "Hi", "Welcome", "Thanks", "Goodbye", "Good morning")
+
+
 def _all_words() -> list[str]:
-    return [a + b for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    made_up = [a + b for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    english = (Path(__file__).with_name("english_words.txt")).read_text().split()
+    return made_up + [w for w in english if w not in made_up]
+
+
+@cache
+def _pools() -> dict[str, list[str]]:
+    words = _all_words()
+    held = [w for w in words if zlib.crc32(w.encode()) % _HELDOUT_EVERY == 0]
+    return {"heldout": held, "train": [w for w in words if zlib.crc32(w.encode()) % _HELDOUT_EVERY != 0]}
 
 
 def word_pool(split: Split) -> list[str]:
-    """Two-syllable words of one split; the two pools are disjoint and fixed (crc32, not Python's hash)."""
-    held = [w for w in _all_words() if zlib.crc32(w.encode()) % _HELDOUT_EVERY == 0]
-    if split == "heldout":
-        return held
-    if split == "train":
-        return [w for w in _all_words() if zlib.crc32(w.encode()) % _HELDOUT_EVERY != 0]
-    raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
+    """The words of one split; the two pools are disjoint and fixed (crc32, not Python's hash)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
+    return _pools()[split]
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,21 @@ def _answer_check(expected: str) -> str:
 
 
 def _create_file(g: _Gen) -> dict:
-    name, phrase = g.word() + ".txt", g.line(2, 4)
+    name = g.word() + ".txt"
+    if g.rng.random() < 0.5:  # the phrasing of the hello example: a quoted greeting, then a check
+        phrase = f"{g.rng.choice(_GREETINGS)}, {g.word()}!"
+        return dict(
+            instruction=f"Create a file called {name} in the working directory "
+            f'whose only line is "{phrase}".\nCheck the file, then say what you did.',
+            files={},
+            verify=f"[ \"$(cat {name})\" = '{phrase}' ]",
+            expert=(
+                Step("bash", {"command": f"echo '{phrase}' > {name}"}),
+                Step("bash", {"command": f"cat {name}"}),
+            ),
+            final=f'I created {name} containing "{{out1}}" and checked its contents.',
+        )
+    phrase = g.line(2, 4)
     return dict(
         instruction=f"Create a file named {name} that contains the line: {phrase}",
         files={},
@@ -174,7 +199,7 @@ def _find_word(g: _Gen) -> dict:
         files=files,
         verify=f"[ \"$(tr -d '[:space:]' < answer.txt 2>/dev/null | sed 's|^\\./||')\" = '{path}' ]",
         expert=(
-            Step("bash", {"command": f"grep -l {target} {folder}/*"}),
+            Step("bash", {"command": f"grep -lw {target} {folder}/*"}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
         final=f"The word {target} is in {{out0}}. I wrote the path to answer.txt.",
