@@ -62,7 +62,7 @@ def agent_config(vocab_size: int, **overrides) -> ModelConfig:
         moe_inter_dim=192,
         n_hash_layers=1,
         n_mtp_layers=1,
-        max_seq_len=2048,
+        max_seq_len=4096,  # the cache size at run time; the default tool prompt alone is ~1.4K tokens
         max_batch_size=8,
         weight_format="float",
         expert_format="float",
