@@ -1,0 +1,83 @@
+"""The tool-aware DSML grammar accepts exactly the blocks that parse into valid calls of declared tools."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.encoding import parse_completion, render_tool_calls
+from agentkit.encoding.grammar import BlockGrammar, JsonPrefix, tool_rules
+from agentkit.encoding.tokens import EOS
+from agentkit.messages import ToolCall, ToolSpec
+
+TOOLS = [
+    ToolSpec(
+        name="bash",
+        parameters={
+            "type": "object",
+            "properties": {"command": {"type": "string"}, "timeout": {"type": "integer"}},
+            "required": ["command"],
+        },
+    ),
+    ToolSpec(name="done", parameters={"type": "object", "properties": {}, "additionalProperties": False}),
+    ToolSpec(name="pick", parameters={"type": "object", "properties": {"color": {"enum": ["red", "green"]}}}),
+    ToolSpec(name="free", parameters={"type": "object"}),
+]
+RULES = tool_rules(TOOLS)
+OPEN = "\n\n<｜DSML｜tool_calls>\n"
+BASH = OPEN + '<｜DSML｜invoke name="bash">\n'
+
+
+def accepts(text: str, **kw) -> bool:
+    return BlockGrammar(RULES, **kw).feed(text)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [ToolCall(name="bash", arguments={"command": "ls </tmp>", "timeout": 30})],
+        [ToolCall(name="done"), ToolCall(name="pick", arguments={"color": "green"})],
+        [ToolCall(name="free", arguments={"anything": [1, {"a": None}], "x": "y"})],
+    ],
+)
+def test_rendered_calls_are_accepted_and_parse(calls):
+    text = render_tool_calls(calls) + EOS
+    g = BlockGrammar(RULES)
+    assert g.feed(text) and g.mode == "done"
+    assert [c.name for c in parse_completion(text, thinking_mode="chat").tool_calls] == [
+        c.name for c in calls
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="rm">',  # unknown tool
+        BASH + '<｜DSML｜parameter name="cmd"',  # unknown param
+        BASH + "</｜DSML｜invoke>",  # required one missing
+        BASH + '<｜DSML｜parameter name="command" string="false"',
+        BASH + '<｜DSML｜parameter name="timeout" string="false">3.5',
+        OPEN + '<｜DSML｜invoke name="pick">\n<｜DSML｜parameter name="color" string="true">blue',
+        "\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>",  # empty block
+    ],
+)
+def test_invalid_prefixes_are_rejected(bad):
+    assert not accepts(bad)
+
+
+def test_tool_choice_and_parallel_limits():
+    one = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="done">\n\n</｜DSML｜invoke>\n'
+    assert accepts(one + "</｜DSML｜tool_calls>", parallel=False)
+    assert not accepts(one + "<｜DSML｜invoke", parallel=False)
+    assert not accepts(one, names=["bash"])
+    with pytest.raises(ValueError, match="not among the declared tools"):
+        BlockGrammar(RULES, names=["nope"])
+
+
+def test_json_prefix():
+    for text in ('{"a": [1, -2.5e3, true, null, "x\\u00e9"]}', "  0 ", '"<tag>"'):
+        j = JsonPrefix()
+        assert j.feed(text) and j.complete, text
+    for text in ("01", "[1,]", '{"a" 1}', "tru e", "1.", '"\x01"'):
+        j = JsonPrefix()
+        assert not (j.feed(text) and j.complete), text
+    assert not JsonPrefix(frozenset({"boolean"})).feed("1")
