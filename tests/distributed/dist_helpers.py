@@ -13,6 +13,9 @@ from agentkit.runtime.config import ModelConfig
 # Every layer kind (SWA, CSA with indexer, HCA), hash and learned routing, MTP, 8 experts; o_groups 4 so that
 # 4 ranks can split the attention.
 CFG = ModelConfig.tiny(o_groups=4)
+# The released formats (FP8 weights, FP4 experts, the official activation rounding), split into whole
+# 128-row scale blocks on 2 ranks.
+QCFG = ModelConfig.tiny_quantized(o_lora_rank=128)
 PROMPT = 300  # crosses two HCA blocks (m = 128) and many CSA entries (top-k 6 of 75)
 CHUNKS = ((0, 170), (170, 300))
 DECODE = 4
@@ -28,7 +31,7 @@ def write_random_checkpoint(folder: Path, cfg: ModelConfig = CFG, seed: int = 0)
     from agentkit.runtime.model import Model
     from agentkit.runtime.weights import to_official_dtypes, write_checkpoint
 
-    model = Model(cfg)
+    model = Model(cfg.with_(weight_format="float", expert_format="float"))
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("norm.weight") or name.endswith("_scale"):
@@ -70,8 +73,9 @@ def run_logits(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def worker(rank: int, world: int, layout: str, folder: str, out_dir: str, port: int) -> None:
-    """One rank: join the group, load this rank's part, record logits, parameter bytes and bytes read."""
+def worker(rank: int, world: int, layout: str, folders: dict[str, str], out_dir: str, port: int) -> None:
+    """One rank: join the group; per checkpoint load this rank's part, record logits, parameter bytes and
+    bytes read."""
     import torch.distributed as dist
     from agentkit.runtime.ckpt_reader import CheckpointReader
     from agentkit.runtime.model import Model
@@ -83,14 +87,15 @@ def worker(rank: int, world: int, layout: str, folder: str, out_dir: str, port: 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         par = Parallel(rank, world, layout)  # type: ignore[arg-type]
-        reader = CheckpointReader(folder)
-        model = Model(CFG, torch.float32, par)
-        report = load_into(model, reader, shard=par)
-        model.eval()
-        result = run_logits(model)
-        result["param_bytes"] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        result["bytes_read"] = reader.bytes_read
-        result["other_ranks"] = len(report.other_ranks)
-        torch.save(result, Path(out_dir) / f"{layout}-{world}-{rank}.pt")
+        for name, folder in folders.items():
+            reader = CheckpointReader(folder)
+            model = Model(ModelConfig.from_folder(folder), torch.float32, par)
+            report = load_into(model, reader, shard=par)
+            model.eval()
+            result = run_logits(model)
+            result["param_bytes"] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            result["bytes_read"] = reader.bytes_read
+            result["other_ranks"] = len(report.other_ranks)
+            torch.save(result, Path(out_dir) / f"{name}-{layout}-{world}-{rank}.pt")
     finally:
         dist.destroy_process_group()

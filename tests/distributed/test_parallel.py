@@ -13,7 +13,7 @@ from agentkit.runtime.ckpt_reader import CheckpointReader
 from agentkit.runtime.loader import load_model
 from agentkit.runtime.model import Model
 from agentkit.runtime.parallel import Parallel
-from dist_helpers import CFG, EXPERT, TP_SPLIT, run_logits, worker, write_random_checkpoint
+from dist_helpers import CFG, EXPERT, QCFG, TP_SPLIT, run_logits, worker, write_random_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,31 +25,47 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_parallel")
-    write_random_checkpoint(folder)
-    return folder
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    folders = {"float": tmp_path_factory.mktemp("tiny_float"), "quantized": tmp_path_factory.mktemp("tiny_q")}
+    write_random_checkpoint(folders["float"], CFG)
+    write_random_checkpoint(folders["quantized"], QCFG)
+    return folders
 
 
 @pytest.fixture(scope="module")
-def reference(ckpt) -> dict:
+def ckpt(ckpts) -> Path:
+    return ckpts["float"]
+
+
+@pytest.fixture(scope="module")
+def reference(ckpts) -> dict[str, dict]:
     torch.set_num_threads(1)
-    return run_logits(load_model(ckpt))
+    return {name: run_logits(load_model(folder)) for name, folder in ckpts.items()}
 
 
 @pytest.fixture(scope="module")
-def runs(ckpt, tmp_path_factory) -> dict[tuple[str, int], list[dict]]:
+def runs(ckpts, tmp_path_factory) -> dict[tuple[str, str, int], list[dict]]:
+    """(checkpoint, layout, world) -> each rank's results. The quantized model's 2 output groups allow 2
+    ranks."""
     out = tmp_path_factory.mktemp("rank_results")
     results = {}
     for layout, world in (("tp", 2), ("tp", 4), ("dp_attn", 2)):
-        mp.spawn(worker, args=(world, layout, str(ckpt), str(out), _free_port()), nprocs=world, join=True)
-        results[layout, world] = [torch.load(out / f"{layout}-{world}-{r}.pt") for r in range(world)]
+        folders = {name: str(f) for name, f in ckpts.items() if name == "float" or world == 2}
+        mp.spawn(worker, args=(world, layout, folders, str(out), _free_port()), nprocs=world, join=True)
+        for name in folders:
+            results[name, layout, world] = [torch.load(out / f"{name}-{layout}-{world}-{r}.pt")
+                                            for r in range(world)]
     return results
 
 
-@pytest.mark.parametrize("layout,world", [("tp", 2), ("tp", 4), ("dp_attn", 2)])
-def test_ranks_give_the_single_process_logits(reference, runs, layout, world):
-    for rank, res in enumerate(runs[layout, world]):
+@pytest.mark.parametrize(
+    "name,layout,world",
+    [("float", "tp", 2), ("float", "tp", 4), ("float", "dp_attn", 2), ("quantized", "tp", 2),
+     ("quantized", "dp_attn", 2)],
+)
+def test_ranks_give_the_single_process_logits(reference, runs, name, layout, world):
+    reference = reference[name]
+    for rank, res in enumerate(runs[name, layout, world]):
         for key, want in reference.items():
             got = res[key]
             assert got.shape == want.shape, (key, rank)
@@ -78,7 +94,9 @@ def test_each_rank_holds_and_reads_its_share(ckpt, runs):
     ck_split = _bytes((k, n) for k, n in stored if TP_SPLIT.search(k))
     assert experts > total / 3 and split > total / 10  # the test config puts real weight in both parts
 
-    for (layout, world), results in runs.items():
+    for (name, layout, world), results in runs.items():
+        if name != "float":
+            continue
         part, ck_part = (experts + split, ck_experts + ck_split) if layout == "tp" else (experts, ck_experts)
         for res in results:
             assert res["param_bytes"] == total - part + part // world
