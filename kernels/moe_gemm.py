@@ -72,7 +72,7 @@ def _grouped_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, c_ptr, off_ptr, tile_e_ptr, ti
 
 
 def grouped_fp8_fp4_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
-                         offsets: torch.Tensor, out_dtype: torch.dtype = torch.float32, block_m: int = 16,
+                         offsets: torch.Tensor, out_dtype: torch.dtype = torch.float32, block_m: int = 64,
                          block_n: int = 64) -> torch.Tensor:
     """Triton grouped GEMM; same contract as grouped_fp8_fp4_gemm_ref. One program per (row tile of one
     expert, column tile): the tile list is built from the per-expert counts, so empty experts cost nothing."""

@@ -19,8 +19,10 @@ FP4_AMAX_FLOOR = 6.0 * 2.0**-126
 
 
 def ue8m0_scale(amax: torch.Tensor, qmax: float, floor: float) -> torch.Tensor:
-    """Power-of-two scale covering `amax` (clamped below by `floor`)."""
-    return torch.exp2(torch.ceil(torch.log2(amax.float().clamp_min(floor) / qmax)))
+    """Power-of-two scale covering `amax` (clamped below by `floor`): 2^ceil(log2(amax / qmax)), read from the
+    exponent bits (torch.log2 rounds ratios just above a power of two down onto it)."""
+    mant, exp = torch.frexp(amax.float().clamp_min(floor) / qmax)  # ratio = mant * 2^exp, mant in [0.5, 1)
+    return torch.ldexp(torch.ones_like(mant), torch.where(mant == 0.5, exp - 1, exp))
 
 
 def round_e4m3(v: torch.Tensor) -> torch.Tensor:

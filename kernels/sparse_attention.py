@@ -181,7 +181,7 @@ KVSets = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _launch(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor, scale: float, num_splits: int | None,
-            fp8_page: int, block_h: int, block_n: int) -> torch.Tensor:
+            fp8_page: int, block_h: int, block_n: int, num_warps: int) -> torch.Tensor:
     if not 1 <= len(kv_sets) <= 2:
         raise ValueError(f"the kernel attends over one or two KV sets (window, compressed), "
                          f"not {len(kv_sets)}")
@@ -231,7 +231,7 @@ def _launch(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor, scale: float, 
         q.stride(0), q.stride(1), q.stride(2),
         *st1, idx1.stride(0), idx1.stride(1), *st2, idx2.stride(0), idx2.stride(1),
         scale * LOG2E, D=D, BH=block_h, BN=block_n, FP8=bool(fp8_page), PAGE=max(fp8_page, 1),
-        PAGE_BYTES=page_bytes(fp8_page) if fp8_page else 1, FINAL=final,
+        PAGE_BYTES=page_bytes(fp8_page) if fp8_page else 1, FINAL=final, num_warps=num_warps,
     )
     if not final:
         _merge_kernel[(B * S, n_hb)](part, lse, sink, out, B * S, H, num_splits, D=D, BH=block_h)
@@ -245,22 +245,24 @@ def default_splits(n_tokens: int, n_head_blocks: int, T: int, sm_count: int = 13
     return max(1, min(want, T // min_rows))
 
 
+# Tile defaults: the largest head blocks that compile for sm_90 without register spills (ptxas -v); not yet
+# tuned on a GPU.
 def sparse_attention(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor, scale: float,
-                     block_h: int = 16, block_n: int = 32) -> torch.Tensor:
+                     block_h: int = 32, block_n: int = 32, num_warps: int = 8) -> torch.Tensor:
     """Triton prefill: one program per (token, head block) walks every row. Same contract as the reference."""
-    return _launch(q, kv_sets, sink, scale, 1, 0, block_h, block_n)
+    return _launch(q, kv_sets, sink, scale, 1, 0, block_h, block_n, num_warps)
 
 
 def sparse_attention_decode(q: torch.Tensor, kv_sets: KVSets, sink: torch.Tensor, scale: float,
-                            num_splits: int | None = None, block_h: int = 16,
-                            block_n: int = 32) -> torch.Tensor:
+                            num_splits: int | None = None, block_h: int = 32, block_n: int = 32,
+                            num_warps: int = 8) -> torch.Tensor:
     """Triton split-KV decode: rows cut into `num_splits` chunks, merged by log-sum-exp with the sink."""
-    return _launch(q, kv_sets, sink, scale, num_splits, 0, block_h, block_n)
+    return _launch(q, kv_sets, sink, scale, num_splits, 0, block_h, block_n, num_warps)
 
 
 def sparse_attention_fp8(q: torch.Tensor, cache_sets: KVSets, sink: torch.Tensor, scale: float,
                          page_size: int, num_splits: int | None = None, block_h: int = 16,
-                         block_n: int = 32) -> torch.Tensor:
+                         block_n: int = 32, num_warps: int = 8) -> torch.Tensor:
     """Triton attention dequantising 584-byte entries on load; cache_sets = (pool [pages, page_bytes], idx of
     pool rows [B, S, T]) pairs, e.g. the window pool and the compressed pool."""
-    return _launch(q, cache_sets, sink, scale, num_splits, page_size, block_h, block_n)
+    return _launch(q, cache_sets, sink, scale, num_splits, page_size, block_h, block_n, num_warps)

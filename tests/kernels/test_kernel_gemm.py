@@ -46,9 +46,12 @@ def test_act_quant_matches_reference(fmt: str, block: int) -> None:
     x = torch.randn(7, 256) * torch.logspace(-6, 3, 7).view(-1, 1)
     x[3] = 0  # amax floor
     x[4, :block] = 448 * 2.0**-3  # exact power-of-two ratio: the scale must not be bumped
+    x[5, :block] = 448 * 2.0**7 * (1 + 2.0**-23)  # just above a power of two: fp32 log2 rounds it away
     q, s = act_quant(x, block, fmt)
     qr, sr = act_quant_ref(x, block, fmt)
     assert torch.equal(q, qr) and torch.equal(s, sr)
+    if fmt == "e4m3":
+        assert s[4, 0] == 2.0**-3 and s[5, 0] == 2.0**8
 
 
 def test_fp8_gemm_matches_reference() -> None:
