@@ -46,12 +46,12 @@ class Compressor(nn.Module):
             end = start + n
             # Source positions lo..end-1: the part before `start` comes from the ring (the open block, and for
             # overlap the block before it), the rest from this call.
-            lo = max(start // m - (self.coff - 1), 0) * m
-            prev = torch.arange(lo, start, device=x.device) % ring
-            seq_kv = torch.cat((cache.state_kv[b, prev], kv[b, :n]), 0)
-            seq_score = torch.cat((cache.state_score[b, prev], score[b, :n]), 0)
             first, last = start // m, end // m  # blocks first..last-1 complete in this call
-            if last > first:
+            if last > first:  # most decode steps complete no block: then only the state ring changes
+                lo = max(start // m - (self.coff - 1), 0) * m
+                prev = torch.arange(lo, start, device=x.device) % ring
+                seq_kv = torch.cat((cache.state_kv[b, prev], kv[b, :n]), 0)
+                seq_score = torch.cat((cache.state_score[b, prev], score[b, :n]), 0)
                 blocks = torch.arange(first, last, device=x.device)
                 rows = blocks.unsqueeze(1) * m + torch.arange(m, device=x.device) - lo  # [nb, m]
                 if self.overlap:

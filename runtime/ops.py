@@ -10,12 +10,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 # Elements of the per-step working set in sparse_attn / indexer_topk (gathered rows, scores): queries are
 # taken in blocks small enough to stay under it, so long prompts cost memory linear in their length.
 WORKSET_ELEMENTS = 1 << 25
+# Up to this many n x n matrices the Sinkhorn loop of hc_weights runs in NumPy on CPU: for the few tokens of
+# a decode step its ~120 tiny ops cost far more in torch dispatch than in arithmetic.
+SINKHORN_NUMPY_MAX = 64
 
 
 def _query_block(per_query: int) -> int:
@@ -171,6 +175,13 @@ def hc_weights(
     post = 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n])
     comb = (mix[..., 2 * n :] * scale[2] + base[2 * n :]).unflatten(-1, (n, n))
     comb = comb.softmax(-1) + eps
+    if comb.device.type == "cpu" and not comb.requires_grad and comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
+        a = comb.numpy()  # shares comb's memory: normalised in place
+        np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
+        for _ in range(iters - 1):
+            np.divide(a, a.sum(-1, keepdims=True) + eps, out=a)
+            np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
+        return pre, post, comb
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
@@ -227,6 +238,11 @@ def moe_experts(
     w_e [n, 1]) -> [n, D] applies the routing weight itself (before its down projection). Returns fp32 [N,
     D]. An expert that is None lives on another rank (expert parallel): its tokens are summed there."""
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    if x.shape[0] == 1:  # one token (decoding): call its experts directly, in the order the loop below adds
+        for slot, e in sorted(enumerate(indices[0].tolist()), key=lambda p: p[1]):
+            if experts[e] is not None:
+                out += experts[e](x, weights[:, slot : slot + 1]).float()
+        return out
     counts = torch.bincount(indices.flatten(), minlength=len(experts)).tolist()
     for e, count in enumerate(counts):
         if count == 0 or experts[e] is None:
