@@ -93,3 +93,17 @@ def test_moe_experts_fp4_matches_reference() -> None:
     ref = moe_experts_fp4_ref(x, idx, wts, pack_e2m1(q13), s13, pack_e2m1(q2), s2, 10.0)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     assert ref.abs().max() > 0.1
+
+
+def test_runtime_fp4_checkpoint_format_feeds_the_grouped_kernel() -> None:
+    rq = pytest.importorskip("agentkit.runtime.quant")
+    w = torch.randn(2, 64, 128) * 0.05
+    packed, scales = zip(*(rq.quant_fp4(w[e]) for e in range(2)), strict=True)  # int8 nibbles, float8_e8m0fnu
+    wp, sw = torch.stack(packed), torch.stack(scales)
+    a, sa = act_quant(torch.randn(5, 128))
+    offsets = torch.tensor([0, 2, 5])
+    out = grouped_fp8_fp4_gemm(a, sa, wp, sw, offsets)
+    dense = torch.cat([rq.dequant_fp4(wp[0], sw[0]).expand(2, -1, -1),
+                       rq.dequant_fp4(wp[1], sw[1]).expand(3, -1, -1)])
+    expect = torch.einsum("mk,mnk->mn", a * sa.repeat_interleave(128, 1), dense)
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
