@@ -40,6 +40,9 @@ err_console = Console(stderr=True, highlight=False)
 
 def _add_subapps() -> None:
     app.add_typer(mcp_app, name="mcp")
+    from agentkit.serve.cli import serve_command
+
+    app.command("serve")(serve_command)
     app.add_typer(__import__("agentkit.model_cli", fromlist=["model_app"]).model_app, name="model")
     try:  # the sandbox commands ship with the sandboxes package once it has them
         from agentkit.sandboxes.cli import sandbox_app

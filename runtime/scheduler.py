@@ -4,9 +4,9 @@ Each step (1) admits waiting requests while rows are free, (2) prefills admitted
 `prefill_chunk` prompt tokens per step, in each request's own one-row cache), and (3) decodes every active
 row in one forward over rows 0..n-1 of a batched KVCache. A request whose prompt is fully prefilled samples
 its first token and moves into the next free row; a finished request leaves its row (the last row moves into
-the hole, so active rows stay 0..n-1) and its cache goes into a small LRU keyed by the tokens it holds. A new
-prompt that extends one of those keys clones that cache and prefills only the rest (a conversation's next
-turn re-reads nothing it already read).
+the hole, so active rows stay 0..n-1). Prompt caches (once prefilled) and finished sequences' caches go into
+a small LRU keyed by the tokens they hold; a new prompt that extends one of those keys clones that cache and
+prefills only the rest (a conversation's next turn re-reads nothing it already read).
 
     sched = Scheduler(model, max_batch=8)
     req = sched.submit(prompt_ids, SamplingParams(max_tokens=64, temperature=0), on_event=callback)
@@ -84,6 +84,7 @@ class Request:
         self.t_first: float | None = None  # first token sampled
         self.t_done: float | None = None
         self._cache: KVCache | None = None  # own one-row cache while prefilling
+        self._logits: torch.Tensor | None = None  # after the whole prompt, when the prefix cache had it
         self._gen = None if params.seed is None else torch.Generator(device).manual_seed(params.seed)
         self._done = threading.Event()
 
@@ -112,32 +113,35 @@ class PrefixCache:
         if size < 0:
             raise ValueError(f"prefix cache size must be >= 0, got {size}")
         self.size = size
-        self._entries: OrderedDict[tuple[int, ...], KVCache] = OrderedDict()
+        # tokens -> (cache holding them, logits after the last of them when known)
+        self._entries: OrderedDict[tuple[int, ...], tuple[KVCache, torch.Tensor | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, tokens: Sequence[int], cache: KVCache) -> None:
+    def put(self, tokens: Sequence[int], cache: KVCache, logits: torch.Tensor | None = None) -> None:
         if self.size == 0 or not tokens:
             return
         key = tuple(tokens)
-        self._entries[key] = cache
+        self._entries[key] = (cache, logits)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def longest(self, prompt: Sequence[int]) -> tuple[int, KVCache | None]:
-        """The longest key that is a proper prefix of `prompt` (its last token must still be fed to get
-        logits): (its length, a clone of its cache), or (0, None)."""
+    def longest(self, prompt: Sequence[int]) -> tuple[int, KVCache | None, torch.Tensor | None]:
+        """The longest usable key that is a prefix of `prompt`: (its length, a clone of its cache, the logits
+        after it), or (0, None, None). The whole prompt is usable only with its logits stored."""
         best: tuple[int, ...] | None = None
-        for key in self._entries:
+        for key, (_, logits) in self._entries.items():
             n = len(key)
-            if n < len(prompt) and (best is None or n > len(best)) and tuple(prompt[:n]) == key:
+            fits = n < len(prompt) or (n == len(prompt) and logits is not None)
+            if fits and (best is None or n > len(best)) and tuple(prompt[:n]) == key:
                 best = key
         if best is None:
-            return 0, None
+            return 0, None, None
         self._entries.move_to_end(best)
-        return len(best), self._entries[best].clone()
+        cache, logits = self._entries[best]
+        return len(best), cache.clone(), logits
 
 
 class Scheduler:
@@ -288,9 +292,10 @@ class Scheduler:
                 if not self._waiting:
                     return
                 req = self._waiting.popleft()
-            n, cache = self.prefix.longest(req.prompt)
+            n, cache, logits = self.prefix.longest(req.prompt)
             req.cached_tokens = n
             req._cache = cache if cache is not None else self.model.new_cache(1, self.capacity)
+            req._logits = logits if n == len(req.prompt) else None
             self.prefilling.append(req)
 
     def _prefill(self) -> None:
@@ -300,13 +305,16 @@ class Scheduler:
                 return
             assert req._cache is not None
             fed = int(req._cache.lengths[0])
-            chunk = req.prompt[fed : fed + budget]
-            budget -= len(chunk)
-            ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
             try:
-                logits = self.model(ids, cache=req._cache)[0, -1]
-                if fed + len(chunk) < len(req.prompt):
-                    continue
+                if req._logits is not None:  # the whole prompt came from the prefix cache
+                    logits = req._logits
+                else:
+                    chunk = req.prompt[fed : fed + budget]
+                    budget -= len(chunk)
+                    ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
+                    logits = self.model(ids, cache=req._cache)[0, -1]
+                    if fed + len(chunk) < len(req.prompt):
+                        continue
                 self.prefilling.remove(req)
                 token = self._pick(req, logits)
             except Exception as e:  # bad processor output or sampling: this request fails, others run on
@@ -317,11 +325,14 @@ class Scheduler:
                 continue
             reason = self._emit(req, token)
             if reason is not None:
-                self._finish(req, reason, req._cache)
+                self._finish(req, reason, req._cache, logits)
                 req._cache = None
                 continue
             row = len(self.active)
             self.batch.copy_row_(row, req._cache)
+            # the prompt's cache is free now: keep it, so the conversation's next turn matches at least the
+            # prompt even when the reply re-tokenizes differently
+            self.prefix.put(req.prompt, req._cache, logits.clone())  # a view would pin the whole output
             req._cache = None
             self.active.append(req)
 
@@ -378,11 +389,19 @@ class Scheduler:
         self.active.pop()
         self._finish(req, reason, keep)
 
-    def _finish(self, req: Request, reason: FinishReason, cache: KVCache | None = None) -> None:
+    def _finish(
+        self,
+        req: Request,
+        reason: FinishReason,
+        cache: KVCache | None = None,
+        logits: torch.Tensor | None = None,
+    ) -> None:
         if req.done:
             return
         if cache is not None and reason != "error":
-            self.prefix.put(req.tokens[: int(cache.lengths[0])], cache)
+            self.prefix.put(
+                req.tokens[: int(cache.lengths[0])], cache, None if logits is None else logits.clone()
+            )
         req.finish_reason = reason
         req.t_done = time.perf_counter()
         req._done.set()

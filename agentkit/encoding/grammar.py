@@ -108,10 +108,10 @@ def tool_rules(tools: Iterable[Any]) -> dict[str, ToolRule]:
 
 
 class JsonPrefix:
-    """Accepts prefixes of one JSON value (whitespace around it allowed); `complete` once a whole value has
-    been read. `types` limits the top-level value's type."""
+    """Accepts prefixes of one JSON value, with single spaces between tokens inside containers and none around
+    the value; `complete` once a whole value has been read. `types` limits the top-level value's type."""
 
-    __slots__ = ("stack", "mode", "sub", "lit", "types", "started")
+    __slots__ = ("stack", "mode", "sub", "lit", "types", "started", "ws")
 
     def __init__(self, types: frozenset[str] | None = None) -> None:
         self.stack: list[str] = []  # open containers, "{" or "["
@@ -174,7 +174,12 @@ class JsonPrefix:
         if m == "number":
             return self._number(c)
         if c in _WS:
-            return True
+            # whitespace only between tokens inside containers, one at a time: a sampler cannot pad a value
+            # forever, and what is accepted stays a subset of what json.loads reads
+            ok = bool(self.stack) and not self.ws
+            self.ws = True
+            return ok
+        self.ws = False
         if m == "value" or m == "value_or_end":
             if m == "value_or_end" and c == "]":
                 self.stack.pop()
