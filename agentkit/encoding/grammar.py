@@ -53,7 +53,8 @@ class ParamRule:
 
 @dataclass(frozen=True)
 class ToolRule:
-    """params None: the schema names no properties, so any parameter name is allowed."""
+    """params None: the schema has no `properties`, so any parameter name is allowed (`properties: {}`
+    declares a tool without parameters)."""
 
     name: str
     params: Mapping[str, ParamRule] | None
@@ -65,7 +66,7 @@ class ToolRule:
             raise ValueError(f"tool name {name!r} cannot appear in a tool call; use letters, digits, _ and -")
         schema = schema or {}
         props = schema.get("properties")
-        if not isinstance(props, Mapping) or (not props and schema.get("additionalProperties", True)):
+        if not isinstance(props, Mapping):  # no properties named: any parameter name goes
             return cls(name, None)
         params = {k: _param_rule(v if isinstance(v, Mapping) else {}) for k, v in props.items()}
         bad = [k for k in params if not k or any(c in k for c in '"<>\n')]
