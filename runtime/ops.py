@@ -20,6 +20,9 @@ WORKSET_ELEMENTS = 1 << 25
 # Up to this many n x n matrices the Sinkhorn loop of hc_weights runs in NumPy on CPU: for the few tokens of
 # a decode step its ~120 tiny ops cost far more in torch dispatch than in arithmetic.
 SINKHORN_NUMPY_MAX = 64
+# sparse_attn scores a KV set densely (with a mask) when the rows its indices reach are at most this many
+# times the indices per query.
+DENSE_FACTOR = 4
 
 
 def _query_block(per_query: int) -> int:
@@ -58,30 +61,50 @@ def sparse_attn(
     bsz, seqlen, heads, dim = q.shape
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
-    n_rows = sum(idx.shape[-1] for _, idx in kv_sets)
-    step = _query_block(bsz * n_rows * (dim + heads))
+    # A set whose indices cover much of the rows they reach (the window band, all HCA entries) is scored
+    # against those rows directly with a mask; gathering a copy of them per query costs far more. Rows are
+    # distinct within a query's indices (window, entries, top-k), so a mask and a gather agree.
+    sets = []
+    for kv, idx in kv_sets:
+        if idx.shape[-1] == 0:
+            continue
+        n_used = int(idx.max()) + 1
+        if n_used > 0:
+            sets.append((kv[:, :n_used], idx, n_used <= DENSE_FACTOR * idx.shape[-1]))
+    if not sets:
+        return out.zero_()
+    per_query = sum(
+        kv.shape[1] * (heads + 1) if dense else idx.shape[-1] * (dim + heads) for kv, idx, dense in sets
+    )
+    step = _query_block(bsz * per_query)
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
-        rows, masks = [], []
-        for kv, idx in kv_sets:
-            idx = idx[:, s0:s1]
-            if idx.shape[-1] == 0:
-                continue
-            valid = idx >= 0
-            rows.append(_gather_rows(kv, idx.clamp(min=0)))
-            masks.append(valid)
         qb = q[:, s0:s1].float()
-        if not rows:
-            out[:, s0:s1] = 0
-            continue
-        kv_rows = torch.cat(rows, dim=2).float()  # [B, s, T, d]
-        valid = torch.cat(masks, dim=2)  # [B, s, T]
-        scores = torch.einsum("bshd,bstd->bsht", qb, kv_rows) * scale
-        scores = scores.masked_fill(~valid.unsqueeze(2), float("-inf"))
+        parts = []  # (scores [B, s, H, N_i or T_i], source rows, dense)
+        for kv, idx, dense in sets:
+            ib = idx[:, s0:s1]
+            if dense:
+                n = kv.shape[1]
+                mask = torch.zeros(bsz, s1 - s0, n + 1, dtype=torch.bool, device=q.device)
+                mask.scatter_(2, torch.where(ib >= 0, ib, n), True)  # -1 lands in the extra column
+                rows = kv.float()
+                sc = torch.einsum("bshd,bnd->bshn", qb, rows)
+                sc = sc.masked_fill(~mask[..., :n].unsqueeze(2), float("-inf"))
+            else:
+                rows = _gather_rows(kv, ib.clamp(min=0)).float()  # [B, s, T, d]
+                sc = torch.einsum("bshd,bstd->bsht", qb, rows)
+                sc = sc.masked_fill((ib < 0).unsqueeze(2), float("-inf"))
+            parts.append((sc, rows, dense))
+        scores = torch.cat([sc for sc, _, _ in parts], -1) * scale
         m = torch.maximum(scores.amax(-1, keepdim=True), sink)  # sink keeps m finite for empty rows
         p = torch.exp(scores - m)
-        denom = p.sum(-1, keepdim=True) + torch.exp(sink - m)
-        o = torch.einsum("bsht,bstd->bshd", p / denom, kv_rows)
+        w = p / (p.sum(-1, keepdim=True) + torch.exp(sink - m))
+        o = torch.zeros_like(qb)
+        off = 0
+        for sc, rows, dense in parts:
+            wi = w[..., off : off + sc.shape[-1]]
+            off += sc.shape[-1]
+            o += torch.einsum("bshn,bnd->bshd" if dense else "bsht,bstd->bshd", wi, rows)
         out[:, s0:s1] = o.to(q.dtype)
     return out
 
@@ -118,12 +141,25 @@ def indexer_topk(
             scores = reduce_heads(scores)
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
         scores = scores.masked_fill(~visible, float("-inf"))
-        # Stable sort, not topk: equal scores (e.g. several entries at exactly 0 after the ReLU) then
-        # resolve to the lower entry index, so the selection does not depend on how a prompt was split.
-        idx = scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+        idx = stable_topk(scores, k)
         chosen_visible = idx < n_visible[:, s0:s1].unsqueeze(-1)
         out[:, s0:s1] = torch.where(chosen_visible, idx, -1)
     return out
+
+
+def stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [..., k] of the k largest scores [..., T] in descending order, equal scores resolved to the
+    lower index: what a stable descending sort gives (so the selection does not depend on how a prompt was
+    split, e.g. with several entries at exactly 0 after the ReLU), at the cost of a top-k, not of a full
+    sort of every query's T scores (that made long prompts quadratic-log)."""
+    thr = scores.topk(k, dim=-1).values[..., -1:]  # the k-th largest score
+    above = scores > thr
+    ties = scores == thr
+    need = k - above.sum(-1, keepdim=True)  # how many entries at the threshold make the cut: the lowest
+    take = above | (ties & (ties.cumsum(-1) <= need))  # exactly k per row
+    picked = take.nonzero()[:, -1].view(*scores.shape[:-1], k)  # ascending index
+    order = scores.gather(-1, picked).sort(dim=-1, descending=True, stable=True).indices
+    return picked.gather(-1, order)
 
 
 def kv_quant_sim(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
