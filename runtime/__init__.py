@@ -5,6 +5,7 @@
     cache = model.new_cache(batch, capacity)         # per-row lengths; window ring + compressed entries
     logits = model(ids, cache=cache, lengths=[...])  # chunked prefill / decode, right padding per row
     session = Engine(model, tokenizer).session(prompt_ids); session.generate(64, temperature=0.6)
+    model = launch(folder, layout="tp")              # under torchrun: each rank its part; rank 0 drives
 """
 
 from __future__ import annotations
@@ -14,15 +15,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cache import KVCache
     from .config import ModelConfig
+    from .distributed_engine import DistributedModel, launch
     from .engine import Engine, Session
     from .loader import load_model
     from .model import Model
+    from .parallel import Parallel
 
-__all__ = ["Engine", "KVCache", "Model", "ModelConfig", "Session", "load_model"]
+__all__ = [
+    "DistributedModel", "Engine", "KVCache", "Model", "ModelConfig", "Parallel", "Session", "launch",
+    "load_model",
+]
 
 _LAZY = {
     "Engine": ".engine",
     "KVCache": ".cache",
+    "DistributedModel": ".distributed_engine",
+    "launch": ".distributed_engine",
+    "Parallel": ".parallel",
     "ModelConfig": ".config",
     "Model": ".model",
     "Session": ".engine",
