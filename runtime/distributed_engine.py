@@ -5,11 +5,11 @@ and make the same calls on their own replicas, so the collectives inside the for
     model = launch(folder)              # under `torchrun --nproc-per-node N`; ranks > 0 never return
     engine = Engine(model, tokenizer)   # unchanged engine on rank 0
 
-Caches are mirrored by id: new_cache / clone / select / narrow / copy_row_ are announced, and a forward ships
-the driver's lengths with it. When those differ from what the last forward left (the engine rewound or
-restored a snapshot by hand), the driver also ships the cache's fixed-size state (window rings, compressor
-states), which is everything a rewind touches; compressed entries past the kept length are rewritten by later
-forwards on every rank alike.
+Caches are mirrored by id: new_cache / clone / select / narrow / copy_row_ are announced. Before a cache is
+used (forward, or as the source of a copy), the driver checks its lengths against what the followers' replica
+holds; when they differ (the engine rewound or restored a snapshot by hand) it first ships the lengths and the
+fixed-size state (window rings, compressor states), which is everything a rewind touches: compressed entries
+past the kept length are rewritten by later forwards on every rank alike.
 """
 
 from __future__ import annotations
@@ -34,24 +34,29 @@ class MirroredCache(KVCache):
     _cid: int
 
     def _adopt(self, out: KVCache, op: str, *args: Any) -> MirroredCache:
-        out.__class__ = MirroredCache
+        self._driver._register(out, op, self._cid, *args, view_of=self if op == "narrow" else None)
         assert isinstance(out, MirroredCache)
-        self._driver._register(out, op, self._cid, *args)
         return out
 
     def clone(self) -> KVCache:
+        self._driver._sync(self)
         return self._adopt(super().clone(), "clone")
 
     def select(self, rows: list[int] | torch.Tensor) -> KVCache:
+        self._driver._sync(self)
         rows = torch.as_tensor(rows, dtype=torch.long).tolist()
         return self._adopt(super().select(rows), "select", rows)
 
     def narrow(self, n: int) -> KVCache:
+        self._driver._sync(self)
         return self._adopt(super().narrow(n), "narrow", n)
 
     def copy_row_(self, row: int, src: KVCache, src_row: int = 0) -> None:
+        self._driver._sync(self)
+        self._driver._sync(src)
         self._driver._send(("copy_row", self._cid, row, self._driver._id_of(src), src_row))
         super().copy_row_(row, src, src_row)
+        self._driver._after[self._cid] = _lengths(self)
 
 
 def _lengths(cache: KVCache) -> tuple[list[int], list[int]]:
@@ -68,6 +73,7 @@ class DistributedModel:
         self.model, self.parallel = model, model.parallel
         self._next = 0
         self._after: dict[int, tuple[list[int], list[int]]] = {}  # lengths each follower replica holds
+        self._views: dict[int, weakref.ref[KVCache]] = {}  # narrow() views -> the cache they write through
         self._freed: list[int] = []  # caches collected on rank 0, dropped on the followers with the next call
         self._closed = False
 
@@ -92,30 +98,43 @@ class DistributedModel:
                              "so the other ranks have no replica of it; allocate caches through the model")
         return cid
 
-    def _register(self, cache: KVCache, op: str, *args: Any) -> None:
+    def _register(self, cache: KVCache, op: str, *args: Any, view_of: KVCache | None = None) -> None:
         cid = self._next
         self._next += 1
         self._send((op, cid, *args))
         cache.__class__ = MirroredCache
         cache._driver, cache._cid = self, cid  # type: ignore[attr-defined]
         self._after[cid] = _lengths(cache)
+        if view_of is not None:
+            self._views[cid] = weakref.ref(view_of)
         weakref.finalize(cache, self._free, cid)
 
     def _free(self, cid: int) -> None:
         self._freed.append(cid)
         self._after.pop(cid, None)
+        self._views.pop(cid, None)
+
+    def _sync(self, cache: KVCache) -> None:
+        """Ship rank 0's lengths and fixed-size state of `cache` when it changed them by hand."""
+        cid = self._id_of(cache)
+        lengths = _lengths(cache)
+        if self._after.get(cid) != lengths:
+            self._send(("sync", cid, lengths, [t.cpu() for t in cache.fixed_tensors()]))
+            self._after[cid] = lengths
+
+    def _ran(self, cache: KVCache) -> None:
+        """After a forward: the replica matches again, and so does the cache a view writes through."""
+        cid = self._id_of(cache)
+        self._after[cid] = _lengths(cache)
+        parent = self._views.get(cid)
+        base = parent() if parent is not None else None
+        if base is not None:
+            self._after[self._id_of(base)] = _lengths(base)
 
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
         cache = self.model.new_cache(batch, capacity)
         self._register(cache, "new", batch, capacity)
         return cache
-
-    def _state(self, cache: KVCache) -> tuple[list[int], list[int], list[torch.Tensor] | None]:
-        """Lengths to impose on the replica, plus the fixed-size state when rank 0 changed it by hand."""
-        cid = self._id_of(cache)
-        lengths = _lengths(cache)
-        fixed = None if self._after.get(cid) == lengths else [t.cpu() for t in cache.fixed_tensors()]
-        return lengths[0], lengths[1], fixed
 
     # --- the model's calls ----------------------------------------------------------------------------------
     def __call__(self, input_ids: torch.Tensor, cache: KVCache | None = None, **kw: Any) -> Any:
@@ -131,10 +150,10 @@ class DistributedModel:
     ) -> Any:
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], max(input_ids.shape[1], 1))
-        state = self._state(cache)
-        self._send(("forward", cache._cid, input_ids.cpu(), _cpu(start_pos), _cpu(lengths), state))
+        self._sync(cache)
+        self._send(("forward", self._id_of(cache), input_ids.cpu(), _cpu(start_pos), _cpu(lengths)))
         out = self.model(input_ids, cache, start_pos, lengths, return_hidden)
-        self._after[cache._cid] = _lengths(cache)
+        self._ran(cache)
         return out
 
     def mtp_forward(
@@ -148,11 +167,11 @@ class DistributedModel:
     ) -> torch.Tensor:
         if cache is None:
             cache = self.new_cache(next_ids.shape[0], max(next_ids.shape[1], 1))
-        state = self._state(cache)
-        self._send(("mtp", cache._cid, hidden.cpu(), next_ids.cpu(), depth, _cpu(start_pos), _cpu(lengths),
-                    state))
+        self._sync(cache)
+        self._send(("mtp", self._id_of(cache), hidden.cpu(), next_ids.cpu(), depth, _cpu(start_pos),
+                    _cpu(lengths)))
         out = self.model.mtp_forward(hidden, next_ids, cache, depth, start_pos, lengths)
-        self._after[cache._cid] = _lengths(cache)
+        self._ran(cache)
         return out
 
     def shutdown(self) -> None:
@@ -166,13 +185,6 @@ def _cpu(x: Any) -> Any:
     return x.cpu() if isinstance(x, torch.Tensor) else x
 
 
-def _impose(cache: KVCache, state: tuple[list[int], list[int], list[torch.Tensor] | None]) -> None:
-    lengths, mtp_lengths, fixed = state
-    cache.lengths.copy_(torch.tensor(lengths))
-    cache.mtp_lengths.copy_(torch.tensor(mtp_lengths))
-    if fixed is not None:
-        for dst, src in zip(cache.fixed_tensors(), fixed, strict=True):
-            dst.copy_(src)
 
 
 @torch.no_grad()
@@ -206,14 +218,19 @@ def follow(model: Model) -> int:
         elif op == "copy_row":
             _, dst, row, src, src_row = cmd
             caches[dst].copy_row_(row, caches[src], src_row)
+        elif op == "sync":
+            _, cid, (lengths, mtp_lengths), fixed = cmd
+            cache = caches[cid]
+            cache.lengths.copy_(torch.tensor(lengths))
+            cache.mtp_lengths.copy_(torch.tensor(mtp_lengths))
+            for dst, src in zip(cache.fixed_tensors(), fixed, strict=True):
+                dst.copy_(src)
         elif op == "forward":
-            _, cid, ids, start_pos, lengths, state = cmd
-            _impose(caches[cid], state)
+            _, cid, ids, start_pos, lengths = cmd
             model(ids.to(dev), caches[cid], _to(start_pos, dev), _to(lengths, dev))
             calls += 1
         elif op == "mtp":
-            _, cid, hidden, ids, depth, start_pos, lengths, state = cmd
-            _impose(caches[cid], state)
+            _, cid, hidden, ids, depth, start_pos, lengths = cmd
             model.mtp_forward(hidden.to(dev), ids.to(dev), caches[cid], depth, _to(start_pos, dev),
                               _to(lengths, dev))
             calls += 1
