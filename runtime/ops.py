@@ -23,6 +23,7 @@ SINKHORN_NUMPY_MAX = 64
 # sparse_attn scores a KV set densely (with a mask) when the rows its indices reach are at most this many
 # times the indices per query.
 DENSE_FACTOR = 4
+DENSE_QUERY_BLOCK = 256  # queries per block: a window band then spans W + 256 rows
 
 
 def _query_block(per_query: int) -> int:
@@ -61,40 +62,40 @@ def sparse_attn(
     bsz, seqlen, heads, dim = q.shape
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
-    # A set whose indices cover much of the rows they reach (the window band, all HCA entries) is scored
-    # against those rows directly with a mask; gathering a copy of them per query costs far more. Rows are
-    # distinct within a query's indices (window, entries, top-k), so a mask and a gather agree.
-    sets = []
-    for kv, idx in kv_sets:
-        if idx.shape[-1] == 0:
-            continue
-        n_used = int(idx.max()) + 1
-        if n_used > 0:
-            sets.append((kv[:, :n_used], idx, n_used <= DENSE_FACTOR * idx.shape[-1]))
+    # Within a block of queries, a set whose indices cover much of the rows they reach (the window band, all
+    # HCA entries) is scored against that span of rows directly, with a mask; gathering a copy of the rows
+    # per query costs far more. A query's indices are distinct (window, entries, top-k): mask = gather.
+    sets = [(kv, idx) for kv, idx in kv_sets if idx.shape[-1] > 0]
     if not sets:
         return out.zero_()
-    per_query = sum(
-        kv.shape[1] * (heads + 1) if dense else idx.shape[-1] * (dim + heads) for kv, idx, dense in sets
-    )
-    step = _query_block(bsz * per_query)
+    per_query = sum(idx.shape[-1] * (dim + heads) for _, idx in sets)
+    step = min(_query_block(bsz * per_query), DENSE_QUERY_BLOCK)
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
         qb = q[:, s0:s1].float()
-        parts = []  # (scores [B, s, H, N_i or T_i], source rows, dense)
-        for kv, idx, dense in sets:
+        parts = []  # (scores [B, s, H, span or T], rows [B, span, d] or [B, s, T, d], dense)
+        for kv, idx in sets:
             ib = idx[:, s0:s1]
-            if dense:
-                n = kv.shape[1]
-                mask = torch.zeros(bsz, s1 - s0, n + 1, dtype=torch.bool, device=q.device)
-                mask.scatter_(2, torch.where(ib >= 0, ib, n), True)  # -1 lands in the extra column
-                rows = kv.float()
+            valid = ib >= 0
+            hi = int(ib.max())
+            if hi < 0:
+                continue
+            lo = int(torch.where(valid, ib, hi).min())
+            if hi - lo + 1 <= DENSE_FACTOR * ib.shape[-1]:
+                span = hi - lo + 1
+                mask = torch.zeros(bsz, s1 - s0, span + 1, dtype=torch.bool, device=q.device)
+                mask.scatter_(2, torch.where(valid, ib - lo, span), True)  # -1 lands in the extra column
+                rows = kv[:, lo : hi + 1].float()
                 sc = torch.einsum("bshd,bnd->bshn", qb, rows)
-                sc = sc.masked_fill(~mask[..., :n].unsqueeze(2), float("-inf"))
+                sc = sc.masked_fill(~mask[..., :span].unsqueeze(2), float("-inf"))
+                parts.append((sc, rows, True))
             else:
                 rows = _gather_rows(kv, ib.clamp(min=0)).float()  # [B, s, T, d]
                 sc = torch.einsum("bshd,bstd->bsht", qb, rows)
-                sc = sc.masked_fill((ib < 0).unsqueeze(2), float("-inf"))
-            parts.append((sc, rows, dense))
+                parts.append((sc.masked_fill(~valid.unsqueeze(2), float("-inf")), rows, False))
+        if not parts:
+            out[:, s0:s1] = 0
+            continue
         scores = torch.cat([sc for sc, _, _ in parts], -1) * scale
         m = torch.maximum(scores.amax(-1, keepdim=True), sink)  # sink keeps m finite for empty rows
         p = torch.exp(scores - m)
@@ -156,7 +157,9 @@ def stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     above = scores > thr
     ties = scores == thr
     need = k - above.sum(-1, keepdim=True)  # how many entries at the threshold make the cut: the lowest
-    take = above | (ties & (ties.cumsum(-1) <= need))  # exactly k per row
+    if bool((ties.sum(-1, keepdim=True) > need).any()):  # some ties at the threshold miss the cut
+        ties = ties & (ties.cumsum(-1) <= need)
+    take = above | ties  # exactly k per row
     picked = take.nonzero()[:, -1].view(*scores.shape[:-1], k)  # ascending index
     order = scores.gather(-1, picked).sort(dim=-1, descending=True, stable=True).indices
     return picked.gather(-1, order)
