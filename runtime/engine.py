@@ -14,7 +14,7 @@ Compressed entries need no snapshot: tokens after a boundary only write entries 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,14 +236,18 @@ class Session:
         seed: int | None = None,
         stop_ids: Sequence[int] = (),
         stop_strings: Sequence[str] = (),
+        logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[int]:
         """Yield up to max_tokens sampled ids; a token in stop_ids is yielded and ends the generation, and so
-        does the token that completes one of stop_strings (these need the engine's tokenizer)."""
+        does the token that completes one of stop_strings (these need the engine's tokenizer).
+        logits_processor(ids generated so far, logits [V]) -> logits runs before each sample (e.g. a
+        grammar constraint); it turns speculative decoding off for this call."""
         if stop_strings:
-            for token, _ in self.stream(max_tokens, temperature, top_p, top_k, seed, stop_ids, stop_strings):
+            args = (max_tokens, temperature, top_p, top_k, seed, stop_ids, stop_strings, logits_processor)
+            for token, _ in self.stream(*args):
                 yield token
         else:
-            yield from self._ids(max_tokens, temperature, top_p, top_k, seed, stop_ids)
+            yield from self._ids(max_tokens, temperature, top_p, top_k, seed, stop_ids, logits_processor)
 
     def stream(
         self,
@@ -254,6 +258,7 @@ class Session:
         seed: int | None = None,
         stop_ids: Sequence[int] = (),
         stop_strings: Sequence[str] = (),
+        logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[tuple[int, str]]:
         """Like generate(), yielding (token id, text delta). A delta never splits a character, and text that
         could be the start of a stop string is held back until it is not; a stop string and what follows it
@@ -262,7 +267,7 @@ class Session:
         stops = [s for s in stop_strings if s]
         detok = tok.stream()
         held = ""  # decoded text not given out yet
-        it = self._ids(max_tokens, temperature, top_p, top_k, seed, stop_ids)
+        it = self._ids(max_tokens, temperature, top_p, top_k, seed, stop_ids, logits_processor)
         for token, last in _mark_last(it, max_tokens, set(stop_ids)):
             held += detok.feed(token) + (detok.flush() if last else "")
             hit = min((held.find(s) for s in stops if s in held), default=-1)
@@ -281,6 +286,7 @@ class Session:
         top_k: int,
         seed: int | None,
         stop_ids: Sequence[int],
+        logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[int]:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
@@ -289,11 +295,15 @@ class Session:
         if seed is not None:
             gen = torch.Generator(device=self.engine.device).manual_seed(seed)
         stops = set(stop_ids)
-        if self.engine.speculative:
+        if self.engine.speculative and logits_processor is None:
             yield from self._speculative(max_tokens, temperature, top_p, top_k, gen, stops)
             return
+        start = len(self.tokens)
         for _ in range(max_tokens):
-            token = sample(self.logits, temperature, top_p, top_k, gen)
+            logits = self.logits
+            if logits_processor is not None:
+                logits = logits_processor(self.tokens[start:], logits)
+            token = sample(logits, temperature, top_p, top_k, gen)
             self.tokens.append(token)
             yield token
             if token in stops:

@@ -47,6 +47,18 @@ class _Vocab:
 
         self.eos, self.bos, self.dsml = one(EOS), one(BOS), one(DSML)
         self.think_start, self.think_end = one(THINK_START), one(THINK_END)
+        self._masks: dict[tuple[int, ...], Any] = {}
+
+    def ban_mask(self, ids: Iterable[int | None], like: Any) -> Any:
+        """An additive mask shaped like `like` ([V]) with -inf at `ids` (cached: the same few sets recur)."""
+        key = tuple(sorted({i for i in ids if i is not None and i < like.shape[-1]}))
+        mask = self._masks.get(key)
+        if mask is None or mask.dtype != like.dtype or mask.device != like.device:
+            mask = like.new_zeros(like.shape)
+            if key:
+                mask[list(key)] = _NEG_INF
+            self._masks[key] = mask
+        return mask
 
 
 @lru_cache(maxsize=4)
@@ -83,7 +95,6 @@ class ToolCallConstraint:
         self.tool_choice = tool_choice
         self.parallel = parallel
         self.vocab = _vocab(tokenizer)
-        self._stream = tokenizer.stream()
         self._seen = 0  # generated ids already turned into text
         self._phase = "reasoning" if thinking_mode == "thinking" else "content"
         self._text = ""  # the current phase's text (reasoning, then content)
@@ -94,17 +105,18 @@ class ToolCallConstraint:
 
     # --- the processor ----------------------------------------------------------------------------------
     def __call__(self, generated: Sequence[int], logits: Any) -> Any:
-        if len(generated) > self._seen:
-            self._advance(self._stream.feed(list(generated[self._seen :])))
-            self._seen = len(generated)
         v = self.vocab
+        if len(generated) > self._seen:
+            # each token's own text, the same text candidates were checked with (no tokenizer call per step)
+            self._advance("".join(v.texts[t] for t in generated[self._seen :]))
+            self._seen = len(generated)
         if self._phase == "reasoning":
-            return _ban(logits, [v.dsml, v.bos, v.think_start, v.eos])
+            return logits + v.ban_mask([v.dsml, v.bos, v.think_start, v.eos], logits)
         if self._phase == "content":
             banned = [v.bos, v.think_start, v.think_end]
             if not (self._may_call and self._text.endswith("\n\n<")):
                 banned.append(v.dsml)
-            return _ban(logits, banned)
+            return logits + v.ban_mask(banned, logits)
         if self._phase == "block":
             assert self._grammar is not None
             return self._block_logits(self._grammar, logits)
@@ -125,7 +137,9 @@ class ToolCallConstraint:
                 rest = self._text[end + len(THINK_END) :]
                 self._enter_content(rest)
         elif self._phase == "content":
-            self._enter_content(self._text + delta)
+            self._text += delta
+            if self._may_call and (self.tool_choice not in ("auto", "none") or _BLOCK_OPENING in self._text):
+                self._enter_content(self._text)
         elif self._phase == "block":
             assert self._grammar is not None
             if not self._grammar.feed(delta):

@@ -129,8 +129,13 @@ class ModelSource(Source):
 
         async def pieces() -> AsyncIterator[str]:
             stream = self.tokenizer.stream()
-            while (token := await queue.get()) is not None:
-                text = stream.feed(token)
+            done = False
+            while not done:
+                tokens = [await queue.get()]
+                while not queue.empty():  # behind the scheduler: take every token waiting, in one piece
+                    tokens.append(queue.get_nowait())
+                done = tokens[-1] is None
+                text = stream.feed([t for t in tokens if t is not None])
                 if text:
                     yield text
             tail = stream.flush()
