@@ -96,9 +96,8 @@ def main() -> None:
         rows.append(asyncio.run(_round(url, "bench", c, args.tokens, 100 * (k + 1))))
     base = rows[0]["agg_tok_s"]
     print(f"model {folder} · {args.tokens} tokens per stream · torch threads {args.threads}")
-    print(
-        f"{'streams':>7} {'tokens':>7} {'wall s':>8} {'agg tok/s':>10} {'per stream':>11} {'ttft s':>7} {'speed-up':>9}"
-    )
+    head = ("streams", "tokens", "wall s", "agg tok/s", "per stream", "ttft s", "speed-up")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (7, 7, 8, 10, 11, 7, 9), strict=True)))
     for r in rows:
         print(
             f"{r['concurrency']:>7} {r['tokens']:>7} {r['wall_s']:>8.2f} {r['agg_tok_s']:>10.1f} "
