@@ -458,6 +458,10 @@ class BlockGrammar:
         spill, self.pending = tail[:keep], tail[keep:]
         if spill and self.json is not None and not self.json.feed(spill):
             return False
+        # the closing tag may only begin where the JSON value is complete, unless its start is JSON as well
+        if self.pending and self.json is not None and not self.json.complete:
+            if not self.json.copy().feed(self.pending):
+                return False
         if self.pending == PARAMETER_CLOSE:
             if self.json is not None and not self.json.complete:
                 return False

@@ -56,6 +56,7 @@ def test_rendered_calls_are_accepted_and_parse(calls):
         BASH + "</｜DSML｜invoke>",  # required one missing
         BASH + '<｜DSML｜parameter name="command" string="false"',
         BASH + '<｜DSML｜parameter name="timeout" string="false">3.5',
+        OPEN + '<｜DSML｜invoke name="free">\n<｜DSML｜parameter name="x" string="false">tr</',  # cut JSON
         OPEN + '<｜DSML｜invoke name="pick">\n<｜DSML｜parameter name="color" string="true">blue',
         "\n\n<｜DSML｜tool_calls>\n</｜DSML｜tool_calls>",  # empty block
     ],
