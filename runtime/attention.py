@@ -59,7 +59,7 @@ class Attention(nn.Module):
         kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # [B, S, d]
         if self.quant_sim:
             kv = ops.kv_quant_sim(kv, self.rope_dim)
-        kv = kv.to(cache.window.dtype)
+        kv = kv.to(cache.dtype)
 
         kv_sets = [self._window_set(kv, step, cache)]
         if self.compressor is not None:
@@ -73,7 +73,8 @@ class Attention(nn.Module):
                 n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
                 entry = torch.arange(n_entries, device=x.device)
                 idx = torch.where(entry < n_visible.unsqueeze(-1), entry, -1)  # [B, S, T]
-            kv_sets.append((cache.compressed.entries, idx))
+            n_read = int(((step.start + step.n_new) // self.ratio).max())  # entries any query may see
+            kv_sets.append((cache.compressed.read(n_read), idx))
 
         o = ops.sparse_attn(q, kv_sets, self.attn_sink, self.scale)  # [B, S, H, d]
         self._write_window(kv, step, cache)
@@ -91,7 +92,7 @@ class Attention(nn.Module):
         window indices [B, S, W] into it: query s sees sources s+1 .. s+W (positions p-W+1 .. p)."""
         w, seqlen = self.window, kv.shape[1]
         ring_pos = step.start.unsqueeze(1) - w + torch.arange(w, device=kv.device)  # [B, W]
-        ring = cache.window.gather(1, (ring_pos % w).unsqueeze(-1).expand(-1, -1, kv.shape[-1]))
+        ring = cache.read_window(ring_pos % w)
         src = torch.cat((ring, kv), 1)
         s = torch.arange(seqlen, device=kv.device)
         idx = (s.view(-1, 1) + 1 + torch.arange(w, device=kv.device)).unsqueeze(0)  # [1, S, W]
@@ -104,4 +105,4 @@ class Attention(nn.Module):
         for b, start, n in step.rows():
             keep = min(n, w)
             slots = torch.arange(start + n - keep, start + n, device=kv.device) % w
-            cache.window[b, slots] = kv[b, n - keep : n]
+            cache.write_window(b, slots, kv[b, n - keep : n])

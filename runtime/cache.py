@@ -9,10 +9,14 @@ compressor states are fixed-size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from .config import ModelConfig
+from .kv_format import RowCodec
+
+KVFormat = Literal["model", "fp8"]
 
 
 @dataclass
@@ -28,18 +32,43 @@ class CompressedCache:
     entries: torch.Tensor
     state_kv: torch.Tensor
     state_score: torch.Tensor
+    codec: RowCodec | None = None  # packed entries (uint8 rows); None: entries in the compute dtype
 
     @classmethod
     def allocate(
-        cls, batch: int, capacity: int, ratio: int, dim: int, dtype: torch.dtype, device: torch.device | str
+        cls,
+        batch: int,
+        capacity: int,
+        ratio: int,
+        dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        codec: RowCodec | None = None,
     ) -> CompressedCache:
         coff = 2 if ratio == 4 else 1  # CSA entries overlap the previous block
+        width, store = (dim, dtype) if codec is None else (codec.nbytes, torch.uint8)
         return cls(
             ratio=ratio,
-            entries=torch.zeros(batch, capacity // ratio, dim, dtype=dtype, device=device),
+            entries=torch.zeros(batch, capacity // ratio, width, dtype=store, device=device),
             state_kv=torch.zeros(batch, coff * ratio, coff * dim, dtype=torch.float32, device=device),
             state_score=torch.zeros(batch, coff * ratio, coff * dim, dtype=torch.float32, device=device),
+            codec=codec,
         )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of the entries (what read() returns)."""
+        return self.entries.dtype if self.codec is None else self.codec.dtype
+
+    def read(self, n: int) -> torch.Tensor:
+        """Entries 0..n-1 of every row, [B, n, c] in the compute dtype."""
+        e = self.entries[:, :n]
+        return e if self.codec is None else self.codec.decode(e)
+
+    def write(self, row: int, first: int, last: int, values: torch.Tensor) -> None:
+        """Store entries first..last-1 of `row` (values [last - first, c])."""
+        packed = values.to(self.dtype) if self.codec is None else self.codec.encode(values)
+        self.entries[row, first:last] = packed
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.entries, self.state_kv, self.state_score]
@@ -53,6 +82,19 @@ class LayerCache:
     window: torch.Tensor
     compressed: CompressedCache | None = None
     index: CompressedCache | None = None
+    codec: RowCodec | None = None  # packed window rows; None: the compute dtype
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.window.dtype if self.codec is None else self.codec.dtype
+
+    def read_window(self, slots: torch.Tensor) -> torch.Tensor:
+        """Ring rows at slots [B, k] -> [B, k, head_dim] in the compute dtype."""
+        rows = self.window.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.window.shape[-1]))
+        return rows if self.codec is None else self.codec.decode(rows)
+
+    def write_window(self, row: int, slots: torch.Tensor, values: torch.Tensor) -> None:
+        self.window[row, slots] = values if self.codec is None else self.codec.encode(values)
 
     def tensors(self) -> list[torch.Tensor]:
         out = [self.window]
@@ -92,23 +134,34 @@ class KVCache:
         capacity: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        kv_format: KVFormat = "model",
     ) -> KVCache:
-        """Allocate a cache for `batch` rows of up to `capacity` tokens (default config.max_seq_len)."""
+        """Allocate a cache for `batch` rows of up to `capacity` tokens (default config.max_seq_len).
+
+        kv_format "model" stores rows in `dtype`; "fp8" packs window rows and compressed entries in the
+        production FP8 layout (584 B per 512-dim row) and indexer keys in FP4 (68 B per 128 dims), see
+        kv_format.py: rows decode to `dtype` when read."""
         capacity = config.max_seq_len if capacity is None else capacity
         if batch <= 0 or capacity <= 0:
             raise ValueError(f"batch ({batch}) and capacity ({capacity}) must be positive")
+        if kv_format not in ("model", "fp8"):
+            raise ValueError(f"kv_format must be 'model' or 'fp8', got {kv_format!r}")
+        kv_codec = idx_codec = None
+        if kv_format == "fp8":
+            kv_codec = RowCodec("fp8", config.head_dim, config.rope_head_dim, dtype)
+            idx_codec = RowCodec("fp4", config.index_head_dim, 0, dtype)
+        width, store = (config.head_dim, dtype) if kv_codec is None else (kv_codec.nbytes, torch.uint8)
 
         def layer(ratio: int) -> LayerCache:
-            lc = LayerCache(
-                ratio, torch.zeros(batch, config.window_size, config.head_dim, dtype=dtype, device=device)
-            )
+            window = torch.zeros(batch, config.window_size, width, dtype=store, device=device)
+            lc = LayerCache(ratio, window, codec=kv_codec)
             if ratio:
                 lc.compressed = CompressedCache.allocate(
-                    batch, capacity, ratio, config.head_dim, dtype, device
+                    batch, capacity, ratio, config.head_dim, dtype, device, kv_codec
                 )
             if ratio == 4:
                 lc.index = CompressedCache.allocate(
-                    batch, capacity, ratio, config.index_head_dim, dtype, device
+                    batch, capacity, ratio, config.index_head_dim, dtype, device, idx_codec
                 )
             return lc
 
@@ -167,9 +220,9 @@ class KVCache:
             def cc(c: CompressedCache | None) -> CompressedCache | None:
                 if c is None:
                     return None
-                return CompressedCache(c.ratio, fn(c.entries), fn(c.state_kv), fn(c.state_score))
+                return CompressedCache(c.ratio, fn(c.entries), fn(c.state_kv), fn(c.state_score), c.codec)
 
-            return LayerCache(lc.ratio, fn(lc.window), cc(lc.compressed), cc(lc.index))
+            return LayerCache(lc.ratio, fn(lc.window), cc(lc.compressed), cc(lc.index), lc.codec)
 
         out = KVCache.__new__(KVCache)
         out.config, out.capacity = self.config, self.capacity

@@ -63,14 +63,14 @@ class Compressor(nn.Module):
                     pool_kv, pool_sc = torch.cat((prev_kv, cur_kv), 1), torch.cat((prev_sc, cur_sc), 1)
                 else:
                     pool_kv, pool_sc = seq_kv[rows], seq_score[rows]
-                entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.entries.dtype))
+                entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.dtype))
                 cos, sin = cos_sin((blocks * m).unsqueeze(0), freqs)
                 entry = apply_rope(entry.unsqueeze(0), cos, sin).squeeze(0)
                 if self.quant_sim == "fp8":
                     entry = ops.kv_quant_sim(entry, self.rope_dim)
                 elif self.quant_sim == "fp4":
                     entry = ops.index_quant_sim(entry)
-                cache.entries[b, first:last] = entry.to(cache.entries.dtype)
+                cache.write(b, first, last, entry)
             keep = min(n, ring)
             slots = torch.arange(end - keep, end, device=x.device) % ring
             cache.state_kv[b, slots] = kv[b, n - keep : n]

@@ -410,7 +410,8 @@ class Engine:
     """Holds the model (and optionally a tokenizer with encode/decode/stream) and makes sessions.
 
     speculative: decode with MTP drafts (the model needs an MTP block). max_snapshots: rewind points kept per
-    session (each holds the fixed-size cache state: window rings and compressor states)."""
+    session (each holds the fixed-size cache state: window rings and compressor states). kv_format: "model"
+    (cache rows in the model dtype) or "fp8" (packed FP8 rows and FP4 indexer keys, see kv_format.py)."""
 
     def __init__(
         self,
@@ -421,6 +422,7 @@ class Engine:
         prefill_chunk: int = 512,
         speculative: bool = False,
         max_snapshots: int = 4,
+        kv_format: str = "model",
     ) -> None:
         if prefill_chunk <= 0:
             raise ValueError(f"prefill_chunk must be positive, got {prefill_chunk}")
@@ -438,9 +440,19 @@ class Engine:
         self.speculative = speculative
         self.max_snapshots = max_snapshots
         self.device = model.embed.weight.device
+        self.kv_format = kv_format
+        if kv_format != "model":  # a bad format for this model fails here (meta: allocates nothing)
+            KVCache.allocate(model.config, 1, self.capacity, model.dtype, "meta", kv_format)  # type: ignore[arg-type]
+
+    def new_cache(self, batch: int) -> KVCache:
+        if self.kv_format == "model":  # through the model: a distributed model mirrors its caches
+            return self.model.new_cache(batch, self.capacity)
+        return KVCache.allocate(
+            self.model.config, batch, self.capacity, self.model.dtype, self.device, self.kv_format  # type: ignore[arg-type]
+        )
 
     def session(self, token_ids: Iterable[int] = ()) -> Session:
-        s = Session(self, self.model.new_cache(1, self.capacity), [], None)
+        s = Session(self, self.new_cache(1), [], None)
         s.append(token_ids)
         return s
 

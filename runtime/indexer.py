@@ -53,5 +53,5 @@ class Indexer(nn.Module):
         n_entries = int(((step.start + step.n_new) // self.ratio).max())
         n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
         return ops.indexer_topk(
-            q, w, cache.entries[:, :n_entries], n_visible, self.topk, self.parallel.tp_all_reduce
+            q, w, cache.read(n_entries), n_visible, self.topk, self.parallel.tp_all_reduce
         )
