@@ -15,6 +15,9 @@ class Example:
     ids: list[int]
     mask: list[bool]  # mask[t]: token t is part of an assistant completion (a loss target)
 
+    def target_ids(self) -> list[int]:
+        return [i for i, m in zip(self.ids, self.mask, strict=True) if m]
+
 
 def tokenize(tok: Tokenizer, text: str, spans: Sequence[tuple[int, int]]) -> Example:
     """Token ids of `text`, with `mask[t]` set when token t lies inside one of the character `spans`.

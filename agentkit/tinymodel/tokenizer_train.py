@@ -9,6 +9,7 @@ the merges and the vocab size differ. BOS, EOS and pad take ids 0, 1, 2 as in th
 from __future__ import annotations
 
 import json
+import re
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -101,6 +102,24 @@ def general_text(max_bytes: int = 4_000_000) -> Iterator[str]:
             return
 
 
+def hide_words(text: str, words: Iterable[str]) -> str:
+    """`text` with every occurrence of one of `words` (a whole word, any case) replaced by a space."""
+    hidden = {w.lower() for w in words}
+    return re.sub(r"[A-Za-z]+", lambda m: " " if m.group(0).lower() in hidden else m.group(0), text)
+
+
+def coarse_variant(tok: Tokenizer, keep: float) -> Tokenizer:
+    """The same vocabulary with only the first `keep` share of the merges: text splits into smaller pieces,
+    all of them ids of `tok`. Training on such splits too teaches the model to write the short pieces that
+    unseen words break into (a deterministic stand-in for BPE dropout)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    spec = json.loads(tok.to_str())
+    merges = spec["model"]["merges"]
+    spec["model"]["merges"] = merges[: int(len(merges) * keep)]
+    return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 3072, min_frequency: int = 2) -> Tokenizer:
     """A byte-level BPE over `texts` with `vocab_size` ids in all (special tokens included)."""
     if vocab_size < len(SPECIAL_TOKENS) + 256 + 1:
@@ -139,6 +158,34 @@ def check_special_tokens(tok: Tokenizer) -> None:
         ids = tok.encode(t, add_special_tokens=False).ids
         if len(ids) != 1:
             raise ValueError(f"special token {t} encodes to {len(ids)} ids {ids}; it must be a single token")
+
+
+def prune_vocab(tok: Tokenizer, keep: Iterable[str]) -> Tokenizer:
+    """`tok` restricted to the tokens in `keep`, the special tokens, the 256 byte tokens and every token a
+    kept merge needs on its way; merges producing anything else are dropped and ids renumbered densely
+    (special tokens keep ids 0..). Text that used a dropped token splits into smaller kept pieces."""
+    spec = json.loads(tok.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["model"]["merges"]]
+    wanted = set(keep) | set(SPECIAL_TOKENS) | set(pre_tokenizers.ByteLevel.alphabet())
+    made_by = {a + b: (a, b) for a, b in merges}
+    todo = [t for t in wanted if t in vocab]
+    kept: set[str] = set()
+    while todo:  # a kept token needs the two tokens its merge joins
+        t = todo.pop()
+        if t in kept:
+            continue
+        kept.add(t)
+        todo.extend(made_by.get(t, ()))
+    order = sorted(kept, key=lambda t: vocab[t])
+    new_ids = {t: i for i, t in enumerate(order)}
+    spec["model"]["vocab"] = new_ids
+    spec["model"]["merges"] = [[a, b] for a, b in merges if a + b in kept]
+    for entry in spec["added_tokens"]:
+        entry["id"] = new_ids[entry["content"]]
+    out = Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+    check_special_tokens(out)
+    return out
 
 
 def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:

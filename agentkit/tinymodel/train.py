@@ -28,6 +28,7 @@ from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
 from agentkit.runtime.moe import Gate
 from agentkit.tinymodel.data import Batch, Example, batches, collate
+from agentkit.tinymodel.tokenizer_train import coarse_variant
 
 MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token loss dominates
 
@@ -374,9 +375,12 @@ def system_prefix(workdir: str, tool_names: Sequence[str] | None) -> str:
     return encode_messages([Message.system(system_prompt(workdir), tools=specs)], thinking_mode="thinking")
 
 
-def trajectory_examples(tok, records: Iterable[dict], chat_every: int = 4) -> list[Example]:
+def trajectory_examples(
+    tok, records: Iterable[dict], chat_every: int = 4, coarse: Sequence = ()
+) -> list[Example]:
     """Examples (the conversation after the system prefix) of corpus records: every trajectory in thinking
-    mode, and every `chat_every`-th one in chat mode as well."""
+    mode, every `chat_every`-th one in chat mode as well, and each one once more split by a coarse variant
+    of the tokenizer (`coarse`, cycled), so that the short pieces of unseen words are trained as targets."""
     from agentkit.messages import Message
     from agentkit.tinymodel.corpus import split_system
     from agentkit.tinymodel.data import tokenize
@@ -387,6 +391,8 @@ def trajectory_examples(tok, records: Iterable[dict], chat_every: int = 4) -> li
         for mode in ("thinking", "chat") if i % chat_every == 0 else ("thinking",):
             _, rest, spans = split_system(msgs, mode)
             out.append(tokenize(tok, rest, spans))
+            if coarse and mode == "thinking":
+                out.append(tokenize(coarse[i % len(coarse)], rest, spans))
     return out
 
 
@@ -415,8 +421,14 @@ def build_data(out: Path, n_train: int, n_heldout: int, vocab_size: int, concurr
     import anyio
 
     from agentkit.tinymodel.corpus import read_corpus, run_experts, write_corpus
-    from agentkit.tinymodel.tasks import make_tasks
-    from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, train_tokenizer
+    from agentkit.tinymodel.tasks import make_tasks, word_pool
+    from agentkit.tinymodel.tokenizer_train import (
+        general_text,
+        hide_words,
+        prune_vocab,
+        save_tokenizer,
+        train_tokenizer,
+    )
 
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -432,9 +444,19 @@ def build_data(out: Path, n_train: int, n_heldout: int, vocab_size: int, concurr
     if not (tok_dir / "tokenizer.json").exists():
         rng = random.Random(0)
         prefixes = [system_prefix(random_workdir(rng), ts) for ts in TOOL_SETS for _ in range(20)]
-        # Training text only: held-out names must reach the tokenizer as pieces the model has seen.
-        texts = list(general_text()) + [r["text"] for r in train_recs] + prefixes
-        save_tokenizer(train_tokenizer(texts, vocab_size), tok_dir)
+        # Training text only, and general text without the held-out names: otherwise the tokenizer learns
+        # whole-word tokens for them that no training target ever used, and the model could not write them.
+        texts = (
+            [hide_words(t, word_pool("heldout")) for t in general_text()]
+            + [r["text"] for r in train_recs]
+            + prefixes
+        )
+        tok = train_tokenizer(texts, vocab_size)
+        # Then keep only tokens the model is trained to write (or that the fixed prompt needs): any other
+        # text splits into pieces with trained output rows.
+        targets = {tok.id_to_token(i) for e in trajectory_examples(tok, train_recs) for i in e.target_ids()}
+        prompt = {t for p in prefixes for t in tok.encode(p, add_special_tokens=False).tokens}
+        save_tokenizer(prune_vocab(tok, targets | prompt), tok_dir)
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(tok_dir / "tokenizer.json")), train_recs, held_recs, tok_dir
@@ -457,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     tok, train_recs, held_recs, tok_dir = build_data(args.out, args.tasks, args.heldout, args.vocab)
-    examples = trajectory_examples(tok, train_recs)
+    coarse = [coarse_variant(tok, keep) for keep in (0.15, 0.35, 0.6)]
+    examples = trajectory_examples(tok, train_recs, coarse=coarse)
     heldout = trajectory_examples(tok, held_recs[:32], chat_every=10**9)
     cfg = agent_config(tok.get_vocab_size())
     model = Model(cfg)

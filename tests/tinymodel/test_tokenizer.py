@@ -11,7 +11,10 @@ from agentkit.tinymodel.tokenizer_train import (
     CONTROL_TOKENS,
     SPECIAL_TOKENS,
     check_special_tokens,
+    coarse_variant,
     general_text,
+    hide_words,
+    prune_vocab,
     save_tokenizer,
     train_tokenizer,
 )
@@ -53,3 +56,31 @@ def test_conversation_round_trips_and_chat_tokens_survive_skip_special(tok: Toke
 def test_too_small_vocab_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="too small"):
         train_tokenizer(["abc"], vocab_size=100)
+
+
+def test_pruned_vocab_keeps_specials_and_splits_dropped_words_into_kept_pieces(tok: Tokenizer) -> None:
+    keep = set(tok.encode(CONVERSATION, add_special_tokens=False).tokens)
+    small = prune_vocab(tok, keep)
+    check_special_tokens(small)
+    assert small.get_vocab_size() < tok.get_vocab_size()
+    assert small.encode(CONVERSATION, add_special_tokens=False).tokens == tok.encode(
+        CONVERSATION, add_special_tokens=False
+    ).tokens
+    text = "Another sentence with different words: lantern, harbour 1234."
+    ids = small.encode(text, add_special_tokens=False).ids
+    assert small.decode(ids) == text
+    assert len(ids) > len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def test_coarse_variant_splits_finer_with_the_same_ids(tok: Tokenizer) -> None:
+    coarse = coarse_variant(tok, 0.2)
+    fine_ids = tok.encode(CONVERSATION, add_special_tokens=False).ids
+    coarse_ids = coarse.encode(CONVERSATION, add_special_tokens=False).ids
+    assert len(coarse_ids) > len(fine_ids)
+    assert tok.decode(coarse_ids, skip_special_tokens=False) == CONVERSATION  # ids mean the same in both
+    with pytest.raises(ValueError, match="keep"):
+        coarse_variant(tok, 0)
+
+
+def test_hide_words_removes_whole_words_in_any_case() -> None:
+    assert hide_words("Delay the delay; delayed.", ["delay"]) == "  the  ; delayed."
