@@ -246,6 +246,7 @@ def launch(
     path: str | Path,
     *,
     layout: LayoutName = "tp",
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.bfloat16,
     **config_overrides: Any,
 ) -> Model | DistributedModel:
@@ -253,12 +254,16 @@ def launch(
 
     One process: the plain Model. Rank 0: a DistributedModel to hand to Engine (shut down at exit). Other
     ranks: serve rank 0's calls, then leave the process group and exit, so code after launch() runs on rank 0
-    only."""
+    only. device: None = this rank's GPU when there is one, else the CPU; "cuda" = this rank's GPU."""
     from .loader import load_model
 
     parallel = Parallel.init(layout)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     model = load_model(path, device=device, dtype=dtype, parallel=parallel, **config_overrides)
     if parallel.world == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 
 from .config import ModelConfig
 from .model import Model
-from .parallel import SINGLE, Parallel
+from .parallel import LAYOUTS, SINGLE, Parallel
 
 
 def load_model(
@@ -17,14 +18,30 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    parallel: Parallel = SINGLE,
+    parallel: Parallel | None = None,
     **config_overrides: Any,
 ) -> Model:
     """Load the checkpoint in `path` (official sharded layout or transformers' save_pretrained layout).
 
     `config_overrides` replace config fields (e.g. max_seq_len=65536 for the cache size). A checkpoint without
     MTP tensors (transformers does not save them) loads as a model without the MTP block. With `parallel`
-    (Parallel.init() under torchrun) the model holds and reads only this rank's part."""
+    the model holds and reads only that rank's part.
+
+    Under torchrun (WORLD_SIZE > 1) without `parallel`, the ranks split the model (layout from the
+    AGENTKIT_PARALLEL variable: tp, the default, or dp_attn): rank 0 gets a DistributedModel that drives the
+    others, and the other ranks serve it inside this call and exit when it shuts down. So code that loads
+    through here (the embedded backend, `agentkit serve`) runs unchanged under torchrun."""
+    if parallel is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from .distributed_engine import launch
+
+            layout = os.environ.get("AGENTKIT_PARALLEL", "tp")
+            if layout not in LAYOUTS:
+                raise ValueError(f"AGENTKIT_PARALLEL={layout!r} is not a parallel layout; use one of "
+                                 f"{LAYOUTS}")
+            model = launch(path, layout=layout, device=device, dtype=dtype, **config_overrides)  # type: ignore
+            return model  # type: ignore[return-value]  # rank 0's DistributedModel stands in for the Model
+        parallel = SINGLE
     from .weights import CheckpointReader, load_into
 
     reader = CheckpointReader(path)

@@ -1,6 +1,6 @@
-"""The unchanged Engine on rank 0 of a torchrun group (the other ranks follow) generates what one process
-generates: greedy, seeded sampling on a fork, after a truncate (a rewind rank 0 makes by hand) and with MTP
-speculative decoding."""
+"""Under torchrun (rank 0 drives, the other ranks follow) the unchanged Engine, Scheduler and embedded backend
+generate what one process generates: greedy, seeded sampling on a fork, after a truncate (a rewind rank 0
+makes by hand), MTP speculative decoding, continuous batching, and a conversation through the backend."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from dist_helpers import write_random_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 SCRIPT = Path(__file__).with_name("generate_script.py")
+BACKEND_SCRIPT = Path(__file__).with_name("backend_script.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
 def _run(cmd: list[str], out: Path) -> dict:
@@ -30,8 +32,22 @@ def test_torchrun_generation_matches_one_process(tmp_path):
     write_random_checkpoint(ckpt)
     args = [str(SCRIPT), str(ckpt), "tp"]
     one = _run([sys.executable, *args, str(tmp_path / "one.json")], tmp_path / "one.json")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    two = _run([*torchrun, *args, str(tmp_path / "two.json")], tmp_path / "two.json")
+    two = _run([*TORCHRUN, *args, str(tmp_path / "two.json")], tmp_path / "two.json")
     assert two == one
     assert len(set(one["greedy"] + one["fork_sampled"])) > 2  # not a degenerate model
     assert one["speculative"][:6] == one["greedy"]  # speculative greedy decoding is exact
+
+
+def test_embedded_backend_under_torchrun(tmp_path):
+    from agentkit.tinymodel.tokenizer_train import save_tokenizer, train_tokenizer
+
+    ckpt = tmp_path / "ckpt"
+    write_random_checkpoint(ckpt)
+    corpus = ["ls -la prints the files", "the tool returned 42 files", "def main():\n    return 0\n"] * 40
+    save_tokenizer(train_tokenizer(corpus, vocab_size=512), ckpt)
+    script = [str(BACKEND_SCRIPT), str(ckpt)]
+    one = _run([sys.executable, *script, str(tmp_path / "1.json")], tmp_path / "1.json")
+    two = _run([*TORCHRUN, *script, str(tmp_path / "2.json")], tmp_path / "2.json")
+    assert two["turns"] == one["turns"]
+    assert all(t[3] > 0 for t in one["turns"])  # tokens were generated
+    assert two["parameters"] < 0.8 * one["parameters"]  # rank 0 holds only its part
