@@ -63,6 +63,7 @@ class EmbeddedBackend(Backend):
         top_k: int = 0,
         prefill_chunk: int = 512,
         speculative: bool = False,
+        kv_format: str = "model",
         max_sessions: int = 2,
         threads: int | None = None,
     ) -> None:
@@ -103,9 +104,17 @@ class EmbeddedBackend(Backend):
                 f"vocabulary has {model.config.vocab_size}; the tokenizer belongs to another checkpoint"
             )
         self.path = path
-        self.engine = Engine(
-            model, tokenizer, capacity=capacity, prefill_chunk=prefill_chunk, speculative=speculative
-        )
+        try:
+            self.engine = Engine(
+                model,
+                tokenizer,
+                capacity=capacity,
+                prefill_chunk=prefill_chunk,
+                speculative=speculative,
+                kv_format=kv_format,
+            )
+        except ValueError as e:
+            raise BackendError(f"embedded model: {e}") from e
         self.tokenizer = tokenizer
         self.max_tokens, self.top_k, self.max_sessions = max_tokens, top_k, max_sessions
         self._held: list[_Held] = []  # most recently used last
@@ -121,6 +130,7 @@ class EmbeddedBackend(Backend):
             "dtype": str(model.dtype).removeprefix("torch."),
             "capacity": self.engine.capacity,
             "speculative": self.engine.speculative,
+            "kv_format": self.engine.kv_format,
         }
 
     async def aclose(self) -> None:

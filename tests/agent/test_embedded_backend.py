@@ -184,6 +184,8 @@ def test_registry_and_load_errors(checkpoint, tmp_path):
         EmbeddedBackend(tmp_path / "missing")
     with pytest.raises(ValueError, match="dtype"):
         EmbeddedBackend(checkpoint, dtype="int8")
+    with pytest.raises(BackendError, match="use kv_format='model'"):  # head_dim 32 - rope 8: no 64-blocks
+        EmbeddedBackend(checkpoint, kv_format="fp8")
     small = tmp_path / "small"
     small.mkdir()
     for f in checkpoint.iterdir():
