@@ -141,9 +141,11 @@ def test_cancelling_stops_generation_and_the_loop_stays_responsive(checkpoint):
     ticks: list[float] = []
 
     async def main() -> None:
+        started = anyio.Event()
+
         async def consume() -> None:
             async for _ in backend.stream(CONVO, TOOLS, GenerationOptions(temperature=1.0, seed=1)):
-                pass
+                started.set()
 
         async def tick() -> None:
             while True:
@@ -153,7 +155,9 @@ def test_cancelling_stops_generation_and_the_loop_stays_responsive(checkpoint):
         async with anyio.create_task_group() as tg:
             tg.start_soon(tick)
             tg.start_soon(consume)
-            await anyio.sleep(1.0)
+            with anyio.fail_after(120):
+                await started.wait()  # the model is writing
+            await anyio.sleep(0.3)
             tg.cancel_scope.cancel()
 
     anyio.run(main)
