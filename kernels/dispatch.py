@@ -98,6 +98,21 @@ def indexer_topk(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_v
     return _pick(q.device, m.indexer_topk, m.indexer_topk_ref)(q, weights, keys, n_visible, topk)
 
 
+def indexer_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+                   n_visible: torch.Tensor) -> torch.Tensor:
+    """The indexer's scores alone (for callers that reduce them across ranks before selecting):
+    -> [B,S,T] fp32, -inf past n_visible."""
+    m = _mod("indexer")
+    return _pick(q.device, m.indexer_scores, m.indexer_scores_ref)(q, weights, keys, n_visible)
+
+
+def topk_indices(scores: torch.Tensor, n_visible: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k of scores [B,S,T] -> [B,S,min(k,T)] int64, -1 past n_visible, ties to the lower index. The Triton
+    side (radix select) lists indices in index order, the reference in descending score order."""
+    m = _mod("indexer")
+    return _pick(scores.device, m.radix_topk, m.topk_ref)(scores, n_visible, k)
+
+
 def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, iters: int, eps: float,
            norm_eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mHC entry: x [B,S,n,D] -> (y [B,S,D], post [B,S,n], comb [B,S,n,n]); runtime `ops.hc_pre` contract."""

@@ -14,9 +14,20 @@ and collapses one D-slice of the streams (each D-slice program redoes the tiny S
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._triton import tl, triton
+
+# Up to this many n x n matrices the Sinkhorn loop of hc_weights_ref runs in NumPy on CPU: for the few tokens
+# of a decode step its ~120 tiny ops cost far more in torch dispatch than in arithmetic.
+SINKHORN_NUMPY_MAX = 64
+
+
+def hc_mix_ref(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
+    """mHC logits: x [B, S, n, D] -> (flatten(x) @ fn^T) * rsqrt(mean(x^2) + norm_eps), fp32 [B, S, rows]."""
+    xf = x.flatten(2).float()
+    return (xf @ fn.float().t()) * torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
 
 
 def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n: int, iters: int,
@@ -26,6 +37,13 @@ def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n
     pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
     post = 2 * torch.sigmoid(mix[..., n:2 * n] * scale[1] + base[n:2 * n])
     comb = (mix[..., 2 * n:] * scale[2] + base[2 * n:]).unflatten(-1, (n, n)).softmax(-1) + eps
+    if comb.device.type == "cpu" and not comb.requires_grad and comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
+        a = comb.numpy()  # shares comb's memory: normalised in place
+        np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
+        for _ in range(iters - 1):
+            np.divide(a, a.sum(-1, keepdims=True) + eps, out=a)
+            np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
+        return pre, post, comb
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
@@ -36,10 +54,7 @@ def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n
 def hc_pre_ref(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, iters: int,
                eps: float, norm_eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference for hc_pre (same contract as the runtime's `ops.hc_pre`)."""
-    n = x.shape[2]
-    xf = x.flatten(2).float()
-    mix = (xf @ fn.float().t()) * torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
-    pre, post, comb = hc_weights_ref(mix, scale, base, n, iters, eps)
+    pre, post, comb = hc_weights_ref(hc_mix_ref(x, fn, norm_eps), scale, base, x.shape[2], iters, eps)
     return (pre.unsqueeze(-1) * x.float()).sum(2).to(x.dtype), post, comb
 
 
