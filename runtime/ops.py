@@ -1,8 +1,11 @@
 """The hot operations of the DeepSeek-V4 forward pass as pure functions.
 
-This is the one dispatch point for accelerated kernels: every function here has a plain PyTorch reference body
-that defines the semantics (shapes in the docstrings). Modules call these functions and nothing else for the
-sparse attention, the lightning indexer, compressor pooling, mHC mixing and the routed-expert loop.
+This is the one place where the runtime calls into `agentkit.kernels`: each op goes through
+`agentkit.kernels.dispatch`, which runs the Triton kernel for CUDA tensors and the kernel's PyTorch reference
+otherwise (AGENTKIT_KERNELS=triton|torch forces either). What is specific to the runtime stays here: shapes,
+the order of selected indices, tensor-parallel reductions, and the cases a kernel does not take. Modules call
+these functions and nothing else for the sparse attention, the lightning indexer, compressor pooling, mHC
+mixing and the routed-expert loop.
 """
 
 from __future__ import annotations
@@ -10,16 +13,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..kernels import dispatch
 
 # Elements of the per-step working set in sparse_attn / indexer_topk (gathered rows, scores): queries are
 # taken in blocks small enough to stay under it, so long prompts cost memory linear in their length.
 WORKSET_ELEMENTS = 1 << 25
-# Up to this many n x n matrices the Sinkhorn loop of hc_weights runs in NumPy on CPU: for the few tokens of
-# a decode step its ~120 tiny ops cost far more in torch dispatch than in arithmetic.
-SINKHORN_NUMPY_MAX = 64
 # sparse_attn scores a KV set densely (with a mask) when the rows its indices reach are at most this many
 # times the indices per query.
 DENSE_FACTOR = 4
@@ -59,6 +60,13 @@ def sparse_attn(
     All sets share one softmax; the sink adds exp(sink_h) to the denominator only. A query with no valid row
     returns zeros. Returns [B, S, H, d] in q's dtype; scores and softmax in fp32.
     """
+    live = [(kv, idx) for kv, idx in kv_sets if idx.shape[-1] > 0]
+    if 0 < len(live) <= 2 and dispatch.backend(q.device) == "triton":
+        attend = dispatch.sparse_attention_decode if q.shape[1] == 1 else dispatch.sparse_attention
+        return attend(q, live, sink, scale)
+    # The torch side is this body, not the kernels' reference: the reference gathers every query's rows at
+    # once, while this takes queries in blocks under a working-set budget, so long prompts on CPU cost memory
+    # linear in their length. More than two KV sets also land here: the kernel takes at most two.
     bsz, seqlen, heads, dim = q.shape
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
@@ -131,6 +139,10 @@ def indexer_topk(
     out = torch.full((bsz, seqlen, k), -1, dtype=torch.long, device=q.device)
     if k == 0:
         return out
+    if dispatch.backend(q.device) == "triton":
+        return _indexer_topk_kernels(q, weights, keys, n_visible, k, reduce_heads, out)
+    # The torch side stays in this body (not the kernels' reference, which sorts every query's T scores):
+    # blocked queries and a top-k cost, see stable_topk.
     entry = torch.arange(t, device=q.device)
     kf = keys.float()
     step = _query_block(bsz * t * (q.shape[2] + 2))
@@ -163,6 +175,31 @@ def stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     picked = take.nonzero()[:, -1].view(*scores.shape[:-1], k)  # ascending index
     order = scores.gather(-1, picked).sort(dim=-1, descending=True, stable=True).indices
     return picked.gather(-1, order)
+
+
+def _indexer_topk_kernels(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    keys: torch.Tensor,
+    n_visible: torch.Tensor,
+    k: int,
+    reduce_heads: Callable[[torch.Tensor], torch.Tensor] | None,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """indexer_topk through the kernels: scores, the ranks' sum, the radix select; then the selection is put
+    in descending score order (ties to the lower index), as indexer_topk returns it: the radix select lists it
+    in index order."""
+    step = _query_block(q.shape[0] * keys.shape[1])
+    for s0 in range(0, q.shape[1], step):
+        s1 = min(q.shape[1], s0 + step)
+        nv = n_visible[:, s0:s1]
+        scores = dispatch.indexer_scores(q[:, s0:s1], weights[:, s0:s1], keys, nv)  # [B, s, T]
+        if reduce_heads is not None:
+            scores = reduce_heads(scores)
+        idx = dispatch.topk_indices(scores, nv, k)  # [B, s, k], -1 past the visible count
+        key = torch.where(idx >= 0, scores.gather(-1, idx.clamp(min=0)), float("-inf"))
+        out[:, s0:s1] = idx.gather(-1, key.sort(dim=-1, descending=True, stable=True).indices)
+    return out
 
 
 def kv_quant_sim(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
@@ -200,40 +237,7 @@ def compress_pool(kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
 
     kv, score: [N, R, c] fp32 (score -inf = empty slot) -> [N, c] fp32.
     """
-    return (kv * score.softmax(dim=1)).sum(dim=1)
-
-
-def hc_weights(
-    mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n: int, iters: int, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split the (2+n)*n mHC logits into pre [.., n], post [.., n] and the Sinkhorn-projected comb [.., n, n].
-
-    mix: [..., (2+n)*n] fp32 (already multiplied by the RMS factor); scale [3], base [(2+n)*n] fp32.
-    """
-    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
-    post = 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n])
-    comb = (mix[..., 2 * n :] * scale[2] + base[2 * n :]).unflatten(-1, (n, n))
-    comb = comb.softmax(-1) + eps
-    if comb.device.type == "cpu" and not comb.requires_grad and comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
-        a = comb.numpy()  # shares comb's memory: normalised in place
-        np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
-        for _ in range(iters - 1):
-            np.divide(a, a.sum(-1, keepdims=True) + eps, out=a)
-            np.divide(a, a.sum(-2, keepdims=True) + eps, out=a)
-        return pre, post, comb
-    comb = comb / (comb.sum(-2, keepdim=True) + eps)
-    for _ in range(iters - 1):
-        comb = comb / (comb.sum(-1, keepdim=True) + eps)
-        comb = comb / (comb.sum(-2, keepdim=True) + eps)
-    return pre, post, comb
-
-
-def hc_mix(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
-    """mHC logits: x [B, S, n, D] -> (flatten(x) @ fn^T) * rsqrt(mean(x^2) + eps), fp32 [B, S,
-    fn.shape[0]]."""
-    xf = x.flatten(2).float()
-    rs = torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
-    return (xf @ fn.float().t()) * rs
+    return dispatch.compress_pool(kv, score)
 
 
 def hc_pre(
@@ -245,17 +249,14 @@ def hc_pre(
     eps: float,
     norm_eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mHC entry: x [B, S, n, D] -> (collapsed [B, S, D] in x's dtype, post [B, S, n], comb [B, S, n, n])."""
-    n = x.shape[2]
-    pre, post, comb = hc_weights(hc_mix(x, fn, norm_eps), scale.float(), base.float(), n, iters, eps)
-    y = (pre.unsqueeze(-1) * x.float()).sum(2)
-    return y.to(x.dtype), post, comb
+    """mHC entry: x [B, S, n, D] -> (collapsed [B, S, D] in x's dtype, post [B, S, n], comb [B, S, n, n]).
+    Sinkhorn-projected comb, sigmoid pre/post: see agentkit.kernels.mhc."""
+    return dispatch.hc_pre(x, fn, scale, base, iters, eps, norm_eps)
 
 
 def hc_post(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
     """mHC exit: stream j = post_j * f + sum_k comb[k, j] * res_k. f [B,S,D], res [B,S,n,D] -> [B,S,n,D]."""
-    y = post.unsqueeze(-1) * f.float().unsqueeze(2) + torch.einsum("bskj,bskd->bsjd", comb, res.float())
-    return y.to(res.dtype)
+    return dispatch.hc_post(f, res, post, comb)
 
 
 def hc_head(
@@ -263,7 +264,9 @@ def hc_head(
 ) -> torch.Tensor:
     """Final stream collapse: x [B, S, n, D] -> sum_j (sigmoid(mix_j * scale + base_j) + eps) x_j, [B, S,
     D]."""
-    pre = torch.sigmoid(hc_mix(x, fn, norm_eps) * scale.float() + base.float()) + eps
+    from ..kernels.mhc import hc_mix_ref  # no kernel of its own: a [n, nD] GEMM per token
+
+    pre = torch.sigmoid(hc_mix_ref(x, fn, norm_eps) * scale.float() + base.float()) + eps
     return (pre.unsqueeze(-1) * x.float()).sum(2).to(x.dtype)
 
 
