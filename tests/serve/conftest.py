@@ -26,5 +26,6 @@ def model_server(tiny_checkpoint) -> Iterator[LiveServer]:
     torch.set_num_threads(1)
     source = ModelSource.load(tiny_checkpoint, max_batch=8, model_id="tiny")
     server = LiveServer(build_app(source))
+    server.source = source
     yield server
     server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import httpx
 import openai
@@ -170,3 +171,17 @@ def test_openai_style_errors(client, model_server):
     assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
     missing = httpx.get(model_server.base_url + "/nothing")
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_client_that_goes_away_frees_its_row(model_server):
+    body = {"model": "tiny", "messages": USER, "max_tokens": 500, "temperature": 0, "stream": True}
+    with httpx.stream("POST", model_server.base_url + "/chat/completions", json=body, timeout=60) as resp:
+        for i, _ in enumerate(resp.iter_lines()):
+            if i == 3:
+                break
+    scheduler = model_server.source.scheduler
+    for _ in range(100):
+        if not scheduler.active and not scheduler.prefilling:
+            break
+        time.sleep(0.1)
+    assert not scheduler.active and not scheduler.prefilling
