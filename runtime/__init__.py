@@ -6,6 +6,7 @@
     logits = model(ids, cache=cache, lengths=[...])  # chunked prefill / decode, right padding per row
     session = Engine(model, tokenizer).session(prompt_ids); session.generate(64, temperature=0.6)
     model = launch(folder, layout="tp")              # under torchrun: each rank its part; rank 0 drives
+    sched = Scheduler(model, max_batch=8); sched.submit(ids, SamplingParams(max_tokens=64))  # batching
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ if TYPE_CHECKING:
     from .loader import load_model
     from .model import Model
     from .parallel import Parallel
+    from .scheduler import SamplingParams, Scheduler
 
 __all__ = [
-    "DistributedModel", "Engine", "KVCache", "Model", "ModelConfig", "Parallel", "Session", "launch",
-    "load_model",
+    "DistributedModel", "Engine", "KVCache", "Model", "ModelConfig", "Parallel", "SamplingParams",
+    "Scheduler", "Session", "launch", "load_model",
 ]
 
 _LAZY = {
@@ -35,6 +37,8 @@ _LAZY = {
     "ModelConfig": ".config",
     "Model": ".model",
     "Session": ".engine",
+    "Scheduler": ".scheduler",
+    "SamplingParams": ".scheduler",
     "load_model": ".loader",
 }
 

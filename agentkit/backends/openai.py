@@ -6,6 +6,7 @@ Retry-After) on connection errors, timeouts, 429 and 5xx before any output has a
 
     model: {backend: openai, options: {model: NAME, base_url: http://127.0.0.1:8000/v1}}
     model: openai:NAME         # base URL from $OPENAI_BASE_URL, key from $OPENAI_API_KEY / $DEEPSEEK_API_KEY
+                               # (OpenAI's endpoint by default; DeepSeek's when only $DEEPSEEK_API_KEY is set)
 
 The thinking mode goes out as `reasoning_effort` ("high", or "max" for reasoning_effort max) by default;
 `thinking_param: thinking` sends DeepSeek's `thinking: {type: enabled|disabled}` instead,
@@ -66,10 +67,12 @@ class OpenAIBackend(Backend):
                 "or none"
             )
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip(
-            "/"
-        )
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("DEEPSEEK_API_KEY")
+        # with only a DeepSeek key in the environment, DeepSeek's endpoint is the one meant
+        default = "https://api.openai.com/v1"
+        if not api_key and not os.environ.get("OPENAI_API_KEY") and os.environ.get("DEEPSEEK_API_KEY"):
+            default = "https://api.deepseek.com/v1"
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or default).rstrip("/")
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         self.streaming = stream
