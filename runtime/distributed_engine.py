@@ -14,9 +14,12 @@ past the kept length are rewritten by later forwards on every rank alike.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,19 @@ import torch
 from .cache import KVCache
 from .model import Model
 from .parallel import LayoutName, Parallel
+
+
+def _locked(fn: Callable) -> Callable:
+    """One announced operation at a time (the scheduler calls from its own thread, shutdown from atexit):
+    interleaved broadcasts would hand the followers commands out of order."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        lock = self._lock if isinstance(self, DistributedModel) else self._driver._lock
+        with lock:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MirroredCache(KVCache):
@@ -38,19 +54,23 @@ class MirroredCache(KVCache):
         assert isinstance(out, MirroredCache)
         return out
 
+    @_locked
     def clone(self) -> KVCache:
         self._driver._sync(self)
         return self._adopt(super().clone(), "clone")
 
+    @_locked
     def select(self, rows: list[int] | torch.Tensor) -> KVCache:
         self._driver._sync(self)
         rows = torch.as_tensor(rows, dtype=torch.long).tolist()
         return self._adopt(super().select(rows), "select", rows)
 
+    @_locked
     def narrow(self, n: int) -> KVCache:
         self._driver._sync(self)
         return self._adopt(super().narrow(n), "narrow", n)
 
+    @_locked
     def copy_row_(self, row: int, src: KVCache, src_row: int = 0) -> None:
         self._driver._sync(self)
         self._driver._sync(src)
@@ -76,6 +96,7 @@ class DistributedModel:
         self._views: dict[int, weakref.ref[KVCache]] = {}  # narrow() views -> the cache they write through
         self._freed: list[int] = []  # caches collected on rank 0, dropped on the followers with the next call
         self._closed = False
+        self._lock = threading.RLock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -131,6 +152,7 @@ class DistributedModel:
         if base is not None:
             self._after[self._id_of(base)] = _lengths(base)
 
+    @_locked
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
         cache = self.model.new_cache(batch, capacity)
         self._register(cache, "new", batch, capacity)
@@ -140,6 +162,7 @@ class DistributedModel:
     def __call__(self, input_ids: torch.Tensor, cache: KVCache | None = None, **kw: Any) -> Any:
         return self.forward(input_ids, cache, **kw)
 
+    @_locked
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -156,6 +179,7 @@ class DistributedModel:
         self._ran(cache)
         return out
 
+    @_locked
     def mtp_forward(
         self,
         hidden: torch.Tensor,
@@ -174,6 +198,7 @@ class DistributedModel:
         self._ran(cache)
         return out
 
+    @_locked
     def shutdown(self) -> None:
         """Release the followers (their follow() returns). Idempotent."""
         if not self._closed and self.parallel.world > 1:
