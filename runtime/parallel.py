@@ -19,6 +19,14 @@ Layouts for a world of N ranks:
     kernels need (they take h_q in {64, 128} per call: Flash's 64 heads cannot be split). The layout pays off
     when ranks serve different sequences, each holding only its own KV cache; here every rank runs the
     sequence rank 0 drives, so the attention work is repeated on each rank.
+
+Choice (numbers from `agentkit model plan`, 141 GB GPUs, 90% usable, FP8 KV, 1M-token sequences):
+    Flash: dp_attn. Its 64 heads are exactly one sparse-decode kernel call, so "tp" would need padded heads;
+    the weights fit 2 GPUs either way (80.9 GB tp / 84.3 GB dp_attn per GPU), and on 8 GPUs dp_attn holds
+    192 sequences against 25 under tp, whose every GPU keeps every sequence's cache.
+    Pro: dp_attn on 16 GPUs (81.4 GB per GPU, 112 sequences). On 8 GPUs only tp fits (114.5 GB per GPU, 2
+    sequences) and it leaves 16 heads per GPU, below what the decode kernels take (64), so they would run
+    padded.
 """
 
 from __future__ import annotations
