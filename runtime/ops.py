@@ -205,10 +205,10 @@ def _indexer_topk_kernels(
 def kv_quant_sim(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
     """FP8 round trip of the nope dims of KV rows (blocks of 64, power-of-two scales); RoPE dims untouched.
     x: [..., d] -> same shape and dtype."""
-    from .quant import act_quant_fp8_sim
-
     nope = x.shape[-1] - rope_dim
-    return torch.cat((act_quant_fp8_sim(x[..., :nope], 64), x[..., nope:]), -1)
+    q, s = dispatch.act_quant(x[..., :nope], 64)  # e4m3 grid values [.., nope], scales [.., nope/64], fp32
+    sim = (q.unflatten(-1, (s.shape[-1], 64)) * s.unsqueeze(-1)).flatten(-2)
+    return torch.cat((sim.to(x.dtype), x[..., nope:]), -1)
 
 
 @functools.cache

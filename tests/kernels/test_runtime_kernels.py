@@ -27,8 +27,8 @@ PROMPT = 34  # past the window of 16; CSA blocks of 4 and two HCA blocks of 16 c
 SHORT = 21  # the second row is right-padded to this length
 DECODE = 2  # row 0's second step completes a CSA block (position 35)
 # the Triton entry points the runtime's ops must reach (prefill and decode forms of attention)
-KERNEL_FNS = {"sparse_attention", "sparse_attention_decode", "indexer_scores", "radix_topk", "hc_pre",
-              "hc_post", "compress_pool"}
+KERNEL_FNS = {"act_quant", "sparse_attention", "sparse_attention_decode", "indexer_scores", "radix_topk",
+              "hc_pre", "hc_post", "compress_pool"}
 TIMEOUT_S = 400  # the interpreted side takes ~1-2 minutes on a loaded 2-core machine
 
 
@@ -68,6 +68,12 @@ def run_model() -> torch.Tensor:
     return torch.cat(steps, 1)
 
 
+def _kv_rows() -> torch.Tensor:
+    """KV rows of the release's shape (448 nope + 64 RoPE dims) over a wide range of magnitudes."""
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(3, 5, 512, generator=g) * torch.logspace(-5, 3, 15).view(3, 5, 1)
+
+
 def _count_launches() -> tuple[Counter, Counter]:
     """Wrap the dispatch point and the interpreter's launcher: (entry points chosen, kernels launched)."""
     from agentkit.kernels import dispatch
@@ -95,24 +101,28 @@ def _main(out: Path) -> None:
     torch.set_num_threads(1)
     chosen, launched = _count_launches()
     torch.save(run_model(), out / "logits.pt")
+    from agentkit.runtime import ops
+
+    torch.save(ops.kv_quant_sim(_kv_rows(), 64), out / "kv_quant.pt")
     (out / "calls.json").write_text(json.dumps({"chosen": chosen, "launched": launched}))
 
 
 @pytest.fixture(scope="module")
-def triton_run(tmp_path_factory) -> tuple[torch.Tensor, dict]:
+def triton_run(tmp_path_factory) -> tuple[torch.Tensor, dict, torch.Tensor]:
     out = tmp_path_factory.mktemp("triton_runtime")
     env = {**os.environ, "AGENTKIT_KERNELS": "triton", "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
                           timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return torch.load(out / "logits.pt"), json.loads((out / "calls.json").read_text())
+    calls = json.loads((out / "calls.json").read_text())
+    return torch.load(out / "logits.pt"), calls, torch.load(out / "kv_quant.pt")
 
 
 def test_interpreted_kernels_give_the_reference_logits(triton_run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTKIT_KERNELS", "torch")
     torch.set_num_threads(1)
     ref = run_model()
-    got, _ = triton_run
+    got, _, _ = triton_run
     assert got.shape == ref.shape == (2, PROMPT + DECODE, 512)
     assert torch.isfinite(ref).all() and ref.abs().max() > 0.1  # a model that computes something
     err = (got - ref).abs().max().item()
@@ -120,7 +130,7 @@ def test_interpreted_kernels_give_the_reference_logits(triton_run, monkeypatch: 
 
 
 def test_every_hot_op_ran_its_triton_kernel(triton_run) -> None:
-    _, calls = triton_run
+    _, calls, _ = triton_run
     chosen, launched = Counter(calls["chosen"]), Counter(calls["launched"])
     assert KERNEL_FNS <= set(chosen), f"entry points never chosen: {KERNEL_FNS - set(chosen)}"
     refs = sorted(name for name in chosen if name.endswith("_ref"))
@@ -130,9 +140,23 @@ def test_every_hot_op_ran_its_triton_kernel(triton_run) -> None:
     assert chosen["hc_pre"] == chosen["hc_post"] == 2 * n_layers * steps
     assert chosen["sparse_attention"] == n_layers and chosen["sparse_attention_decode"] == n_layers * DECODE
     assert chosen["indexer_scores"] == chosen["radix_topk"] == 2 * steps
-    for kernel in ("_sparse_attn_kernel", "_scores_kernel", "_radix_topk_kernel", "_hc_mix_kernel",
-                   "_hc_pre_kernel", "_hc_post_kernel", "_pool_kernel"):
+    assert chosen["act_quant"] == 1  # the KV rows' FP8 round trip below
+    for kernel in ("_act_quant_kernel", "_sparse_attn_kernel", "_scores_kernel", "_radix_topk_kernel",
+                   "_hc_mix_kernel", "_hc_pre_kernel", "_hc_post_kernel", "_pool_kernel"):
         assert launched[kernel] > 0, f"{kernel} was never launched: {dict(launched)}"
+
+
+def test_kv_fp8_round_trip_through_the_kernel(triton_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentkit.runtime import ops
+    from agentkit.runtime.quant import act_quant_fp8_sim
+
+    monkeypatch.setenv("AGENTKIT_KERNELS", "torch")
+    x = _kv_rows()
+    ref = ops.kv_quant_sim(x, 64)
+    assert torch.equal(ref[..., 448:], x[..., 448:])  # RoPE dims untouched
+    assert torch.equal(ref[..., :448], act_quant_fp8_sim(x[..., :448], 64))  # the checkpoint-side rounding
+    assert not torch.equal(ref, x)
+    assert torch.equal(triton_run[2], ref)
 
 
 if __name__ == "__main__":
