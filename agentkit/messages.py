@@ -21,7 +21,7 @@ def new_call_id() -> str:
 
 
 class ToolSpec(BaseModel):
-    """A tool as the model sees it: name, description, JSON Schema of its arguments (object root)."""
+    """A tool as the model sees it: name, description, JSON Schema of its arguments."""
 
     name: str
     description: str = ""
@@ -40,7 +40,7 @@ class ToolSpec(BaseModel):
 
 
 class ToolCall(BaseModel):
-    """One call the model asked for. `arguments` is the parsed JSON object; `raw_arguments` the text it came from."""
+    """One call the model asked for: `arguments` parsed, `raw_arguments` the JSON text it came from."""
 
     id: str = Field(default_factory=new_call_id)
     name: str
@@ -53,7 +53,8 @@ class ToolCall(BaseModel):
         return json.dumps(self.arguments, ensure_ascii=False)
 
     def to_openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_json()}}
+        function = {"name": self.name, "arguments": self.arguments_json()}
+        return {"id": self.id, "type": "function", "function": function}
 
     @classmethod
     def from_openai(cls, d: dict[str, Any]) -> ToolCall:

@@ -11,8 +11,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.messages import ToolResult, ToolSpec
 from agentkit.sandboxes.base import Sandbox
+
+from agentkit.messages import ToolResult, ToolSpec
 
 
 @dataclass
