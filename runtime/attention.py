@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .cache import LayerCache
+from .cache import LayerCache, ring_slices
 from .compressor import Compressor
 from .config import ModelConfig
 from .indexer import Indexer
@@ -52,7 +52,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, step: Step, cache: LayerCache) -> torch.Tensor:
         """x [B, S, D] (normed) -> [B, S, D]. Reads and updates `cache` for the rows' new tokens."""
         bsz, seqlen, _ = x.shape
-        cos, sin = cos_sin(step.positions, self.freqs)
+        # the table depends only on whether the layer compresses (rope.layer_inv_freq): shared per call
+        cos, sin = step.memo(("cos_sin", self.ratio > 0), lambda: cos_sin(step.positions, self.freqs))
         qr = self.q_norm(self.wq_a(x))  # [B, S, R_q]
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
         q = apply_rope(ops.rms_norm(q, None, self.eps), cos, sin)
@@ -69,40 +70,51 @@ class Attention(nn.Module):
                 assert cache.index is not None
                 idx = self.indexer(x, qr, step, cache.index, self.freqs)
             else:
-                n_entries = int(((step.start + step.n_new) // self.ratio).max())
-                n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
-                entry = torch.arange(n_entries, device=x.device)
-                idx = torch.where(entry < n_visible.unsqueeze(-1), entry, -1)  # [B, S, T]
-            n_read = int(((step.start + step.n_new) // self.ratio).max())  # entries any query may see
+                idx = step.memo(("hca_index", self.ratio), lambda: _entry_index(step, self.ratio))
+            n_read = step.max_end // self.ratio  # entries any query may see
             kv_sets.append((cache.compressed.read(n_read), idx))
 
         o = ops.sparse_attn(q, kv_sets, self.attn_sink, self.scale)  # [B, S, H, d]
         self._write_window(kv, step, cache)
         o = apply_rope(o, cos, sin, inverse=True)
         # Grouped low-rank output: group g holds heads g*H/G .. (g+1)*H/G-1.
-        o = o.reshape(bsz, seqlen, self.groups, -1)
+        o = o.reshape(bsz * seqlen, self.groups, -1)
         wo_a = self.wo_a.dense_weight().view(self.groups, -1, o.shape[-1])  # [G, R_o, H*d/G]
-        z = torch.einsum("bsgi,gri->bsgr", o.to(wo_a.dtype), wo_a)
-        return self.parallel.tp_all_reduce(self.wo_b(z.flatten(2)))  # row-parallel wo_b: sum the ranks
+        z = torch.bmm(o.to(wo_a.dtype).transpose(0, 1), wo_a.transpose(1, 2))  # [G, B*S, R_o]
+        z = z.transpose(0, 1).reshape(bsz, seqlen, -1)
+        return self.parallel.tp_all_reduce(self.wo_b(z))  # row-parallel wo_b: sum the ranks
 
     def _window_set(
         self, kv: torch.Tensor, step: Step, cache: LayerCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw-KV source [B, W + S, d] (ring in position order, then this call's tokens) and each query's
         window indices [B, S, W] into it: query s sees sources s+1 .. s+W (positions p-W+1 .. p)."""
-        w, seqlen = self.window, kv.shape[1]
-        ring_pos = step.start.unsqueeze(1) - w + torch.arange(w, device=kv.device)  # [B, W]
-        ring = cache.read_window(ring_pos % w)
-        src = torch.cat((ring, kv), 1)
-        s = torch.arange(seqlen, device=kv.device)
-        idx = (s.view(-1, 1) + 1 + torch.arange(w, device=kv.device)).unsqueeze(0)  # [1, S, W]
-        pos = step.start.view(-1, 1, 1) - w + idx  # [B, S, W]
-        ok = (pos >= 0) & step.valid.unsqueeze(-1)
-        return src, torch.where(ok, idx, -1)
+        slots, idx = step.memo(("window", self.window), lambda: _window_index(step, self.window))
+        return torch.cat((cache.read_window(slots), kv), 1), idx
 
     def _write_window(self, kv: torch.Tensor, step: Step, cache: LayerCache) -> None:
         w = self.window
         for b, start, n in step.rows():
             keep = min(n, w)
-            slots = torch.arange(start + n - keep, start + n, device=kv.device) % w
-            cache.write_window(b, slots, kv[b, n - keep : n])
+            for slots, part in ring_slices(start + n - keep, keep, w):
+                cache.write_window(b, slots, kv[b, n - keep + part.start : n - keep + part.stop])
+
+
+def _entry_index(step: Step, ratio: int) -> torch.Tensor:
+    """HCA: every compressed entry a query may see, [B, S, T] (-1 past the visible ones)."""
+    n_visible = torch.where(step.valid, (step.positions + 1) // ratio, 0)
+    entry = torch.arange(step.max_end // ratio, device=step.positions.device)
+    return torch.where(entry < n_visible.unsqueeze(-1), entry, -1)
+
+
+def _window_index(step: Step, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring slots [B, W] in position order (positions start-W .. start-1) and each query's indices [B, S, W]
+    into (ring rows, then this call's tokens): query s sees sources s+1 .. s+W, -1 before position 0."""
+    dev = step.positions.device
+    ring_pos = step.start.unsqueeze(1) - w + torch.arange(w, device=dev)  # [B, W]
+    s = torch.arange(step.positions.shape[1], device=dev)
+    idx = (s.view(-1, 1) + 1 + torch.arange(w, device=dev)).unsqueeze(0)  # [1, S, W]
+    pos = step.start.view(-1, 1, 1) - w + idx  # [B, S, W]
+    ok = (pos >= 0) & step.valid.unsqueeze(-1)
+    return ring_pos % w, torch.where(ok, idx, -1)
+

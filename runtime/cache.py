@@ -19,6 +19,19 @@ from .kv_format import RowCodec
 KVFormat = Literal["model", "fp8"]
 
 
+def ring_slices(first: int, n: int, size: int) -> list[tuple[slice, slice]]:
+    """Positions first .. first+n-1 (n <= size) of a ring of `size` slots (slot = position mod size) as at
+    most two (slots, source) slice pairs: plain slice copies, not an index tensor per write."""
+    if n <= 0:
+        return []
+    lo = first % size
+    head = min(n, size - lo)
+    out = [(slice(lo, lo + head), slice(0, head))]
+    if head < n:
+        out.append((slice(0, n - head), slice(head, n)))
+    return out
+
+
 @dataclass
 class CompressedCache:
     """Compressed entries of one compressor and its running state.
@@ -93,7 +106,7 @@ class LayerCache:
         rows = self.window.gather(1, slots.unsqueeze(-1).expand(-1, -1, self.window.shape[-1]))
         return rows if self.codec is None else self.codec.decode(rows)
 
-    def write_window(self, row: int, slots: torch.Tensor, values: torch.Tensor) -> None:
+    def write_window(self, row: int, slots: torch.Tensor | slice, values: torch.Tensor) -> None:
         self.window[row, slots] = values if self.codec is None else self.codec.encode(values)
 
     def tensors(self) -> list[torch.Tensor]:

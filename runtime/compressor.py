@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .cache import CompressedCache
+from .cache import CompressedCache, ring_slices
 from .linear import Linear, RMSNorm
 from .rope import apply_rope, cos_sin
 from .step import Step
@@ -72,6 +72,7 @@ class Compressor(nn.Module):
                     entry = ops.index_quant_sim(entry)
                 cache.write(b, first, last, entry)
             keep = min(n, ring)
-            slots = torch.arange(end - keep, end, device=x.device) % ring
-            cache.state_kv[b, slots] = kv[b, n - keep : n]
-            cache.state_score[b, slots] = score[b, n - keep : n]
+            for slots, part in ring_slices(end - keep, keep, ring):
+                src = slice(n - keep + part.start, n - keep + part.stop)
+                cache.state_kv[b, slots] = kv[b, src]
+                cache.state_score[b, slots] = score[b, src]

@@ -45,13 +45,14 @@ class Indexer(nn.Module):
         bsz, seqlen, _ = x.shape
         self.compressor(x, step, cache, freqs)
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
-        cos, sin = cos_sin(step.positions, freqs)
+        cos, sin = step.memo(("cos_sin", True), lambda: cos_sin(step.positions, freqs))  # as attention's
         q = apply_rope(q, cos, sin)
         if self.quant_sim:
             q = ops.index_quant_sim(q)
         w = self.weights_proj(x).float() * self.weight_scale  # [B, S, Hi]
-        n_entries = int(((step.start + step.n_new) // self.ratio).max())
-        n_visible = torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
+        n_visible = step.memo(
+            ("n_visible", self.ratio), lambda: torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
+        )
         return ops.indexer_topk(
-            q, w, cache.read(n_entries), n_visible, self.topk, self.parallel.tp_all_reduce
+            q, w, cache.read(step.max_end // self.ratio), n_visible, self.topk, self.parallel.tp_all_reduce
         )

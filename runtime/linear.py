@@ -72,7 +72,7 @@ class Linear(nn.Module):
             from .quant import act_quant_fp8_sim
 
             x = act_quant_fp8_sim(x, FP8_BLOCK)
-        return F.linear(x.to(self.dtype), self.dense_weight())
+        return F.linear(x if x.dtype == self.dtype else x.to(self.dtype), self.dense_weight())
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.fmt}"
