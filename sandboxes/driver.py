@@ -57,6 +57,38 @@ PRELUDE_HEAD = "unset BASH_ENV\n__agentkit_state=%s\n"
 DROP_ENV = {"_", "SHLVL"}
 
 
+
+def group_has_live_members(pgid: int) -> bool:
+    """Whether any non-zombie process is still in group `pgid` (from /proc; True if /proc cannot tell)."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def kill_group(pgid: int, settle_s: float = 2.0) -> None:
+    """SIGKILL a process group until no live member is left: a fork bomb can still be forking when the first
+    signal lands. Bounded, so a group /proc cannot see into never hangs the driver."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not group_has_live_members(pgid) or time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
+
+
 class Capture:
     """Bounded head + tail of one output stream; counts what falls in between."""
 
@@ -221,10 +253,7 @@ class Driver:
             if host_gone:
                 break
         if timed_out:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(proc.pid)
             proc.wait()
             self.drain(sel)
         duration = time.monotonic() - start
