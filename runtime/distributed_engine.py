@@ -200,9 +200,16 @@ class DistributedModel:
 
     @_locked
     def shutdown(self) -> None:
-        """Release the followers (their follow() returns). Idempotent."""
+        """Release the followers (their follow() returns) and leave the process group. Idempotent.
+
+        Leaving explicitly matters: a gloo group still alive when the interpreter tears down can abort the
+        process ("terminate called without an active exception") after all the work succeeded."""
         if not self._closed and self.parallel.world > 1:
             self._send(("stop",))
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
         self._closed = True
 
 
