@@ -45,23 +45,25 @@ def layer_inv_freq(cfg: ModelConfig, ratio: int, rope_dim: int | None = None) ->
 
 
 def cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [...] int -> cos, sin [..., rope_dim / 2] fp32."""
+    """positions [...] int -> the rotation tables in pair form, cos, sin [..., rope_dim / 2, 2] fp32: cos as
+    (c, c) and sin as (-s, s) per (even, odd) pair, so apply_rope is two products and a sum."""
     angles = positions.float().unsqueeze(-1) * freqs.float()
-    return angles.cos(), angles.sin()
+    c, s = angles.cos(), angles.sin()
+    return torch.stack((c, c), -1), torch.stack((-s, s), -1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Rotate the trailing 2*cos.shape[-1] channels of x as adjacent (even, odd) pairs.
+    """Rotate the trailing 2*cos.shape[-2] channels of x as adjacent (even, odd) pairs.
 
-    x: [B, S, ..., d]; cos/sin: [B, S, r/2] (broadcast over the middle dims). inverse=True rotates by the
-    conjugate (undoes a rotation at the same position)."""
-    r = cos.shape[-1] * 2
-    extra = x.dim() - cos.dim()
+    x: [B, S, ..., d]; cos/sin: [B, S, r/2, 2] from cos_sin (broadcast over the middle dims). inverse=True
+    rotates by the conjugate (undoes a rotation at the same position). Per pair: (x0 c - x1 s, x1 c + x0 s),
+    computed as rot * (c, c) + swap(rot) * (-s, s): the same roundings, a third of the ops."""
+    r = cos.shape[-2] * 2
+    extra = x.dim() - cos.dim() + 1
     shape = cos.shape[:2] + (1,) * extra + cos.shape[2:]
     c, s = cos.view(shape), sin.view(shape)
     if inverse:
         s = -s
     rot = x[..., -r:].float().unflatten(-1, (r // 2, 2))
-    x0, x1 = rot[..., 0], rot[..., 1]
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1).flatten(-2)
+    out = (rot * c + rot.flip(-1) * s).flatten(-2)
     return torch.cat((x[..., :-r], out.to(x.dtype)), dim=-1)
