@@ -92,11 +92,14 @@ def sparse_attn(
             lo = int(torch.where(valid, ib, hi).min())
             if hi - lo + 1 <= DENSE_FACTOR * ib.shape[-1]:
                 span = hi - lo + 1
-                mask = torch.zeros(bsz, s1 - s0, span + 1, dtype=torch.bool, device=q.device)
-                mask.scatter_(2, torch.where(valid, ib - lo, span), True)  # -1 lands in the extra column
                 rows = kv[:, lo : hi + 1].float()
                 sc = (qb.flatten(1, 2) @ rows.transpose(1, 2)).view(bsz, s1 - s0, heads, span)
-                sc = sc.masked_fill(~mask[..., :span].unsqueeze(2), float("-inf"))
+                # Every query indexing every row of the span (a full window, all HCA entries: most decode
+                # steps) needs no mask; distinct indices make the count tell.
+                if int(valid.sum()) != bsz * (s1 - s0) * span:
+                    mask = torch.zeros(bsz, s1 - s0, span + 1, dtype=torch.bool, device=q.device)
+                    mask.scatter_(2, torch.where(valid, ib - lo, span), True)  # -1 lands in the extra column
+                    sc = sc.masked_fill(~mask[..., :span].unsqueeze(2), float("-inf"))
                 parts.append((sc, rows, True))
             else:
                 rows = _gather_rows(kv, ib.clamp(min=0)).float()  # [B, s, T, d]
