@@ -18,11 +18,16 @@ FP8_AMAX_FLOOR = 1e-4
 FP4_AMAX_FLOOR = 6.0 * 2.0**-126
 
 
-def ue8m0_scale(amax: torch.Tensor, qmax: float, floor: float) -> torch.Tensor:
-    """Power-of-two scale covering `amax` (clamped below by `floor`): 2^ceil(log2(amax / qmax)), read from the
-    exponent bits (torch.log2 rounds ratios just above a power of two down onto it)."""
-    mant, exp = torch.frexp(amax.float().clamp_min(floor) / qmax)  # ratio = mant * 2^exp, mant in [0.5, 1)
+def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
+    """2^ceil(log2(x)) for positive x, as fp32, read from the exponent bits (torch.log2 rounds ratios just
+    above a power of two down onto it)."""
+    mant, exp = torch.frexp(x.float())  # x = mant * 2^exp, mant in [0.5, 1)
     return torch.ldexp(torch.ones_like(mant), torch.where(mant == 0.5, exp - 1, exp))
+
+
+def ue8m0_scale(amax: torch.Tensor, qmax: float, floor: float) -> torch.Tensor:
+    """Power-of-two scale covering `amax` (clamped below by `floor`): 2^ceil(log2(amax / qmax))."""
+    return pow2_ceil(amax.float().clamp_min(floor) / qmax)
 
 
 def round_e4m3(v: torch.Tensor) -> torch.Tensor:
@@ -39,7 +44,8 @@ def round_e2m1(v: torch.Tensor) -> torch.Tensor:
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     if x.shape[-1] % block:
-        raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the block {block}; pad it")
+        raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the quantisation block {block}; "
+                         "pad it")
     return x.float().unflatten(-1, (x.shape[-1] // block, block))
 
 
@@ -70,25 +76,43 @@ def fp8_sim(x: torch.Tensor, block: int) -> torch.Tensor:
     return dequant_ref(*fp8_quant_ref(x, block))
 
 
-# --- FP4 packing: two e2m1 codes per byte, element 2i in the low nibble ---
+# --- FP4 packing: two 4-bit e2m1 codes per byte, element 2i in the low nibble; bit 3 is the sign ---
 
-_E2M1_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # magnitude by 3-bit code
+
+
+def e2m1_codes(q: torch.Tensor) -> torch.Tensor:
+    """e2m1 values (fp32, on the grid) -> 4-bit codes as uint8. The sign bit comes from signbit, so -0.0 keeps
+    its sign (code 8), as an fp4 cast would."""
+    a = q.abs()
+    # magnitude code: 0, .5, 1, 1.5 -> 0..3 (a * 2); 2, 3 -> 4, 5 (a + 2); 4, 6 -> 6, 7 (a / 2 + 4)
+    mag = torch.where(a < 2, a * 2, torch.where(a < 4, a + 2, a / 2 + 4)).to(torch.uint8)
+    return mag | (torch.signbit(q).to(torch.uint8) << 3)
 
 
 def pack_e2m1(q: torch.Tensor) -> torch.Tensor:
     """e2m1 values [..., K] (fp32, on the grid) -> uint8 [..., K/2]."""
     if q.shape[-1] % 2:
         raise ValueError(f"FP4 packing needs an even last dim, got {q.shape[-1]}")
-    mag = (q.abs().unsqueeze(-1) == _E2M1_VALUES.to(q.device)).int().argmax(-1)
-    code = (mag | ((q < 0).int() << 3)).to(torch.uint8)
+    code = e2m1_codes(q)
     return code[..., 0::2] | (code[..., 1::2] << 4)
+
+
+def _byte_pairs(device: torch.device) -> torch.Tensor:
+    """[256, 2] fp32: the (low nibble, high nibble) e2m1 values of every byte."""
+    mag = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=device)
+    b = torch.arange(256, device=device)
+    codes = torch.stack([b & 0xF, b >> 4], -1)  # [256, 2]
+    return torch.where(codes >= 8, -mag[codes & 7], mag[codes & 7])
 
 
 def unpack_e2m1(p: torch.Tensor) -> torch.Tensor:
     """uint8 [..., K/2] -> e2m1 values [..., K] fp32."""
-    codes = torch.stack([p & 0xF, p >> 4], -1).flatten(-2).long()
-    mag = _E2M1_VALUES.to(p.device)[codes & 7]
-    return torch.where(codes >= 8, -mag, mag)
+    if p.dtype != torch.uint8:
+        raise TypeError(f"packed e2m1 codes are uint8 (view int8 storage as uint8 first), got {p.dtype}")
+    # one gather per byte (element 2i, then 2i+1) instead of one per nibble
+    pairs = _byte_pairs(p.device).index_select(0, p.reshape(-1).long())
+    return pairs.view(*p.shape[:-1], p.shape[-1] * 2)
 
 
 # --- device helpers ---
