@@ -1,27 +1,48 @@
-"""The checkpoint's number formats, in pure torch: FP8 e4m3 weights with 128x128 e8m0 block scales, FP4
-e2m1 experts packed two per byte with one e8m0 scale per 32 inputs, and the FP8/FP4 quantise-dequantise
+"""The checkpoint's storage formats: FP8 e4m3 weights with 128x128 e8m0 block scales, FP4 e2m1 experts
+packed two per byte into int8 with one e8m0 scale per 32 inputs, and the FP8/FP4 quantise-dequantise
 simulation the forward applies to activations.
 
-Every scale is a power of two, 2^ceil(log2(amax / qmax)), so dequantising is exact in fp32. e8m0 tensors are
-only ever reinterpreted as their uint8 bytes (value = 2^(byte - 127)); a numeric cast between e8m0 and another
-dtype is never taken on trust.
+The number math (power-of-two scales, e4m3/e2m1 rounding, blocking, e2m1 codes) lives once, in
+`agentkit.kernels.quant`; this module adds what is about storage: e8m0 bytes, the int8 layout, weight blocks
+with edge padding, and FP4 -> FP8 re-encoding. Every scale is a power of two, 2^ceil(log2(amax / qmax)), so
+dequantising is exact in fp32. e8m0 tensors are only ever reinterpreted as their uint8 bytes
+(value = 2^(byte - 127)); a numeric cast between e8m0 and another dtype is never taken on trust.
 """
 
 from __future__ import annotations
 
 import torch
 
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
-FP4_MAX = 6.0  # largest e2m1 magnitude
-FP8_AMAX_FLOOR = 1e-4
-FP4_AMAX_FLOOR = 6.0 * 2.0**-126
+from ..kernels.quant import (
+    E2M1_VALUES,
+    FP4_AMAX_FLOOR,
+    FP4_MAX,
+    FP8_AMAX_FLOOR,
+    FP8_MAX,
+    dequant_ref,
+    e2m1_codes,
+    fp4_quant_ref,
+    fp8_quant_ref,
+    fp8_sim,
+    pack_e2m1,
+    pow2_ceil,
+    round_e2m1,
+    ue8m0_scale,
+    unpack_e2m1,
+)
+
 FP8_BLOCK = 128  # weight blocks are 128x128; activation blocks are 128 contiguous elements
 FP4_BLOCK = 32  # one scale per 32 consecutive input elements of a row
 
 E8M0 = torch.float8_e8m0fnu
 E4M3 = torch.float8_e4m3fn
-# e2m1 magnitudes by 3-bit code; bit 3 of a nibble is the sign.
-E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+__all__ = [
+    "E2M1_VALUES", "E4M3", "E8M0", "FP4_AMAX_FLOOR", "FP4_BLOCK", "FP4_MAX", "FP8_AMAX_FLOOR", "FP8_BLOCK",
+    "FP8_MAX", "act_quant_fp4_sim", "act_quant_fp8", "act_quant_fp8_sim", "dequant_fp4", "dequant_fp8",
+    "e8m0_bytes", "e8m0_to_float", "float_to_e8m0", "fp4_scale_shape", "fp4_to_fp8", "fp4_unpack",
+    "fp8_scale_shape", "pow2_ceil", "quant_fp4", "quant_fp8",
+]
 
 
 # --- e8m0 ---------------------------------------------------------------------------------------------------
@@ -55,17 +76,6 @@ def float_to_e8m0(scale: torch.Tensor) -> torch.Tensor:
     return (exp - 1 + 127).to(torch.uint8).view(E8M0)
 
 
-def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
-    """2^ceil(log2(x)) for positive float32 x, computed from the exponent bits (no log2 rounding)."""
-    mant, exp = torch.frexp(x.float())
-    exp = torch.where(mant == 0.5, exp - 1, exp)
-    return torch.ldexp(torch.ones_like(x, dtype=torch.float32), exp)
-
-
-def _ue8m0_scale(amax: torch.Tensor, qmax: float, floor: float) -> torch.Tensor:
-    return pow2_ceil(amax.float().clamp_min(floor) / qmax)
-
-
 # --- FP8 weights: e4m3 + one e8m0 multiplier per 128x128 block ----------------------------------------------
 
 
@@ -86,7 +96,7 @@ def quant_fp8(w: torch.Tensor, block: int = FP8_BLOCK) -> tuple[torch.Tensor, to
     sr, sc = fp8_scale_shape(out_f, in_f, block)
     # zero padding never raises a block's amax, so edge blocks get the scale of their real elements
     wb = _pad_to(w.float(), sr * block, sc * block).view(sr, block, sc, block)
-    s = _ue8m0_scale(wb.abs().amax(dim=(1, 3)), FP8_MAX, FP8_AMAX_FLOOR)  # [sr, sc]
+    s = ue8m0_scale(wb.abs().amax(dim=(1, 3)), FP8_MAX, FP8_AMAX_FLOOR)  # [sr, sc]
     q = (wb / s[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(E4M3)
     q = q.view(sr * block, sc * block)[:out_f, :in_f].contiguous()
     return q, float_to_e8m0(s)
@@ -113,37 +123,16 @@ def dequant_fp8(w_fp8: torch.Tensor, scale: torch.Tensor, block: int = FP8_BLOCK
 # --- FP4 experts: e2m1 nibbles (element 2j low, 2j+1 high) + one e8m0 per 32 inputs of a row ----------------
 
 
-def _e2m1_code(v: torch.Tensor) -> torch.Tensor:
-    """float32 within +-6 -> 4-bit e2m1 code, round to nearest, ties to the even code (like fp4 casts)."""
-    a = v.abs()
-    # midpoints between neighbouring magnitudes; a tie goes up only where the upper code is even
-    code = torch.zeros_like(a, dtype=torch.uint8)
-    for i, (lo, hi) in enumerate(zip(E2M1_VALUES[:-1], E2M1_VALUES[1:], strict=True)):
-        mid = (lo + hi) / 2
-        code += (a >= mid if (i + 1) % 2 == 0 else a > mid).to(torch.uint8)
-    return code | (torch.signbit(v).to(torch.uint8) << 3)
-
-
-def _e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
-    table = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=codes.device)
-    mag = table[(codes & 7).long()]
-    return torch.where(codes >= 8, -mag, mag)
-
-
-def _byte_pairs(device: torch.device) -> torch.Tensor:
-    """[256, 2] float32: the (low nibble, high nibble) e2m1 values of every byte."""
-    b = torch.arange(256, dtype=torch.uint8, device=device)
-    return torch.stack([_e2m1_decode(b & 0xF), _e2m1_decode(b >> 4)], dim=-1)
+def _e2m1_code(v: torch.Tensor) -> torch.Tensor:  # the FP4 KV cache stores these codes
+    """float32 within +-6 -> 4-bit e2m1 code, round to nearest, ties to even (like fp4 casts)."""
+    return e2m1_codes(round_e2m1(v))
 
 
 def fp4_unpack(packed: torch.Tensor) -> torch.Tensor:
     """int8/uint8/float4_e2m1fn_x2 [out, in/2] -> e2m1 values as float32 [out, in]."""
     if packed.dtype not in (torch.int8, torch.uint8, torch.float4_e2m1fn_x2):
         raise TypeError(f"FP4 weights are stored as int8 (two e2m1 codes per byte), got {packed.dtype}")
-    p = packed.view(torch.uint8)
-    # one gather per byte: element 2j (low nibble) then 2j+1 (high nibble)
-    pairs = _byte_pairs(p.device).index_select(0, p.reshape(-1).long())
-    return pairs.view(*p.shape[:-1], p.shape[-1] * 2)
+    return unpack_e2m1(packed.view(torch.uint8))
 
 
 def fp4_scale_shape(out_features: int, in_features: int) -> tuple[int, int]:
@@ -155,11 +144,8 @@ def quant_fp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if w.dim() != 2 or w.shape[1] % FP4_BLOCK:
         raise ValueError(f"quant_fp4 expects a 2-D weight [out, in] with in % {FP4_BLOCK} == 0 "
                          f"(one scale per {FP4_BLOCK} inputs), got shape {tuple(w.shape)}")
-    out_f, in_f = w.shape
-    wb = w.float().view(out_f, in_f // FP4_BLOCK, FP4_BLOCK)
-    s = _ue8m0_scale(wb.abs().amax(-1), FP4_MAX, FP4_AMAX_FLOOR)  # [out, in/32]
-    codes = _e2m1_code((wb / s[..., None]).clamp(-FP4_MAX, FP4_MAX)).view(out_f, in_f)
-    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    q, s = fp4_quant_ref(w, FP4_BLOCK)  # e2m1 values [out, in], scales [out, in/32]
+    packed = pack_e2m1(q)
     return packed.view(torch.int8), float_to_e8m0(s)
 
 
@@ -203,31 +189,17 @@ def fp4_to_fp8(
 # --- activation quantisation (what the forward applies before every FP8/FP4 GEMM) ---------------------------
 
 
-def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
-    if x.shape[-1] % block:
-        raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the quantisation block {block}")
-    return x.float().unflatten(-1, (x.shape[-1] // block, block))
-
-
 def act_quant_fp8(x: torch.Tensor, block: int = FP8_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """x [..., K] -> (e4m3 [..., K], e8m0 scales [..., K/block]); per contiguous block of `block` elements."""
-    xb = _blocks(x, block)
-    s = _ue8m0_scale(xb.abs().amax(-1, keepdim=True), FP8_MAX, FP8_AMAX_FLOOR)
-    q = (xb / s).clamp(-FP8_MAX, FP8_MAX).to(E4M3)
-    return q.flatten(-2), float_to_e8m0(s.squeeze(-1))
+    q, s = fp8_quant_ref(x, block)  # q is already on the e4m3 grid, so the cast is exact
+    return q.to(E4M3), float_to_e8m0(s)
 
 
 def act_quant_fp8_sim(x: torch.Tensor, block: int = FP8_BLOCK) -> torch.Tensor:
     """FP8 quantise-dequantise in place of a real FP8 GEMM input: same shape and dtype as x."""
-    xb = _blocks(x, block)
-    s = _ue8m0_scale(xb.abs().amax(-1, keepdim=True), FP8_MAX, FP8_AMAX_FLOOR)
-    q = (xb / s).clamp(-FP8_MAX, FP8_MAX).to(E4M3).float() * s
-    return q.flatten(-2).to(x.dtype)
+    return fp8_sim(x, block).to(x.dtype)
 
 
 def act_quant_fp4_sim(x: torch.Tensor, block: int = FP4_BLOCK) -> torch.Tensor:
     """FP4 (e2m1, power-of-two scale per `block`) quantise-dequantise: same shape and dtype as x."""
-    xb = _blocks(x, block)
-    s = _ue8m0_scale(xb.abs().amax(-1, keepdim=True), FP4_MAX, FP4_AMAX_FLOOR)
-    q = _e2m1_decode(_e2m1_code((xb / s).clamp(-FP4_MAX, FP4_MAX))) * s
-    return q.flatten(-2).to(x.dtype)
+    return dequant_ref(*fp4_quant_ref(x, block)).to(x.dtype)
