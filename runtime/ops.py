@@ -153,8 +153,9 @@ def indexer_topk(
     step = _query_block(bsz * t * (q.shape[2] + 2))
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
-        logits = torch.einsum("bshd,btd->bsht", q[:, s0:s1].float(), kf).relu_()
-        scores = torch.einsum("bsht,bsh->bst", logits, weights[:, s0:s1].float())
+        qb = q[:, s0:s1].float()
+        logits = (qb.flatten(1, 2) @ kf.transpose(1, 2)).view(*qb.shape[:3], t).relu_()  # [B, s, Hi, T]
+        scores = (weights[:, s0:s1].float().unsqueeze(-2) @ logits).squeeze(-2)  # [B, s, T]: sum over heads
         if reduce_heads is not None:
             scores = reduce_heads(scores)
         visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
