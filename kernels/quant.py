@@ -38,8 +38,9 @@ def round_e4m3(v: torch.Tensor) -> torch.Tensor:
 def round_e2m1(v: torch.Tensor) -> torch.Tensor:
     """Round fp32 values (within +-6) to the nearest e2m1 value {0, .5, 1, 1.5, 2, 3, 4, 6}, ties to even."""
     a = v.abs()
-    q = torch.where(a < 2, torch.round(a * 2) / 2, torch.where(a < 4, torch.round(a), torch.round(a / 2) * 2))
-    return torch.copysign(q, v)
+    # grid spacing .5 below 2, 1 below 4, 2 above; dividing by a power of two is exact, so one round suffices
+    step = torch.where(a < 2, 0.5, torch.where(a < 4, 1.0, 2.0))
+    return torch.copysign(torch.round(a / step) * step, v)
 
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
