@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Triton decides at decoration time whether its kernels are interpreted, and any test that runs the model
+# imports the kernel modules. Set the flag before the first import of the session, not in tests/kernels alone,
+# so the kernel tests see interpreted kernels whatever ran before them. TRITON_INTERPRET=0 runs them compiled
+# on a GPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
