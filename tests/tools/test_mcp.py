@@ -18,6 +18,7 @@ import pytest
 from agentkit.tools.base import ToolContext
 from agentkit.tools.config import ToolsConfig, open_tools
 from agentkit.tools.mcp import MCPServerConfig, MCPStartupError, MCPToolset, load_mcp_config
+from net_helpers import spawn_listening
 
 from agentkit.messages import ToolCall
 
@@ -40,22 +41,7 @@ def free_port() -> int:
 
 def start_server(kind: str) -> Iterator[int]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, kind, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"test {kind} server did not come up: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
+    proc = spawn_listening([sys.executable, SERVER, kind, str(port)], port, f"test {kind} server")
     yield port
     proc.terminate()
     proc.wait(10)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from agentkit.tools.cli import mcp_app
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from net_helpers import spawn_listening
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.anyio
@@ -69,22 +68,7 @@ def http_server(tmp_path: Path) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "agentkit.tools.mcp_server", "--transport", "http", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--workdir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"agentkit MCP server did not come up: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
+    proc = spawn_listening([*cmd, "--workdir", str(tmp_path)], port, "agentkit MCP server")
     yield f"http://127.0.0.1:{port}/mcp"
     proc.terminate()
     proc.wait(10)
