@@ -28,6 +28,7 @@ from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
 from agentkit.runtime.moe import Gate
 from agentkit.tinymodel.data import Batch, Example, batches, collate
+from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
 MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token loss dominates
@@ -37,8 +38,9 @@ def agent_config(vocab_size: int, **overrides) -> ModelConfig:
     """The shipped model: every V4 part (an SWA, a CSA and an HCA layer, hash and learned MoE, mHC streams,
     one MTP block) at a size that trains on a couple of CPU cores and stores in well under 25 MB (bf16).
 
-    The window (128) covers the last tool-call turn and its result, so each step can copy names and numbers
-    from the last tool output exactly; CSA/HCA entries cover the rest of the prompt. Few layers and experts,
+    The window (320) covers a whole task conversation after the system prompt (at most ~260 tokens), so
+    every step can copy names and numbers exactly from the instruction and the tool outputs; CSA/HCA entries
+    summarise the system prompt behind it. Few layers and experts,
     two mHC streams and 4 Sinkhorn iterations (the release: 4 and 20) because on CPU the step time of a model
     this small is set by the number of small ops (the expert loop, the Sinkhorn steps), not by the matmuls."""
     base = dict(
@@ -51,7 +53,7 @@ def agent_config(vocab_size: int, **overrides) -> ModelConfig:
         q_lora_rank=128,
         o_groups=2,
         o_lora_rank=64,
-        window_size=128,
+        window_size=320,
         compress_ratios=(0, 4, 128, 0),
         index_n_heads=4,
         index_head_dim=32,
@@ -285,7 +287,7 @@ def train(
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
     muon_params, adamw_params = param_groups(model)
-    muon = torch.optim.Muon(muon_params, lr=opt.muon_lr, weight_decay=0.0)
+    muon = Muon(muon_params, lr=opt.muon_lr)
     adamw = torch.optim.AdamW(adamw_params, lr=opt.adamw_lr, betas=(0.9, 0.95), weight_decay=0.0)
     optims = [(muon, opt.muon_lr), (adamw, opt.adamw_lr)]
     balancer = RouterBalancer(model)
@@ -467,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="output folder (data/, model/, train.log.jsonl)")
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps (with --minutes)")
-    ap.add_argument("--tasks", type=int, default=3000, help="training tasks (expert trajectories)")
+    ap.add_argument("--tasks", type=int, default=2500, help="training tasks (expert trajectories)")
     ap.add_argument("--heldout", type=int, default=200, help="held-out tasks (metrics only)")
     ap.add_argument("--vocab", type=int, default=3072)
     ap.add_argument("--batch-tokens", type=int, default=3000)
