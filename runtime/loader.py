@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ def load_model(
 
             layout = os.environ.get("AGENTKIT_PARALLEL", "tp")
             if layout not in LAYOUTS:
-                raise ValueError(f"AGENTKIT_PARALLEL={layout!r} is not a parallel layout; use one of "
-                                 f"{LAYOUTS}")
+                raise ValueError(
+                    f"AGENTKIT_PARALLEL={layout!r} is not a parallel layout; use one of {LAYOUTS}"
+                )
             model = launch(path, layout=layout, device=device, dtype=dtype, **config_overrides)  # type: ignore
             return model  # type: ignore[return-value]  # rank 0's DistributedModel stands in for the Model
         parallel = SINGLE
@@ -52,3 +54,16 @@ def load_model(
         model = Model(cfg, dtype, parallel)
         load_into(model, reader, shard=parallel if parallel.world > 1 else None)
     return model.to(device).eval()
+
+
+def sampling_defaults(folder: str | Path) -> tuple[float, float]:
+    """(temperature, top_p) a checkpoint asks for in its generation_config.json, read as transformers reads
+    it: `do_sample: false` means greedy (temperature 0); absent values are 1.0 (plain sampling)."""
+    path = Path(folder) / "generation_config.json"
+    try:
+        cfg = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}; fix or delete the file") from e
+    if cfg.get("do_sample") is False:
+        return 0.0, 1.0
+    return float(cfg.get("temperature", 1.0)), float(cfg.get("top_p", 1.0))

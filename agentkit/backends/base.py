@@ -28,8 +28,10 @@ class GenerationOptions(BaseModel):
     thinking_mode: ThinkingMode = "thinking"
     # "max" adds the Think-Max prefix (thinking mode only); "high" renders like None
     reasoning_effort: Literal["high", "max"] | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # None: the backend's default (the checkpoint's generation_config.json for the embedded model, the
+    # server's default for remote APIs); 0 = greedy
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, gt=0)  # per turn; None: the backend's limit
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)

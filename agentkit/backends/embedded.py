@@ -89,6 +89,7 @@ class EmbeddedBackend(Backend):
         import torch
 
         from agentkit.runtime import Engine, load_model
+        from agentkit.runtime.loader import sampling_defaults
         from agentkit.runtime.tokenizer import Tokenizer
 
         if threads is not None:
@@ -117,6 +118,10 @@ class EmbeddedBackend(Backend):
             raise BackendError(f"embedded model: {e}") from e
         self.tokenizer = tokenizer
         self.max_tokens, self.top_k, self.max_sessions = max_tokens, top_k, max_sessions
+        try:
+            self.sampling = sampling_defaults(path)  # (temperature, top_p) when a turn names none
+        except ValueError as e:
+            raise BackendError(f"embedded model: {e}") from e
         self._held: list[_Held] = []  # most recently used last
         self._lock = anyio.Lock()
 
@@ -182,8 +187,8 @@ class EmbeddedBackend(Backend):
             eos = self.tokenizer.eos_id
             tokens = session.stream(
                 limit,
-                temperature=options.temperature,
-                top_p=options.top_p,
+                temperature=self.sampling[0] if options.temperature is None else options.temperature,
+                top_p=self.sampling[1] if options.top_p is None else options.top_p,
                 top_k=self.top_k,
                 seed=options.seed,
                 stop_ids=[eos],

@@ -119,10 +119,11 @@ class OpenAIBackend(Backend):
         body: dict[str, Any] = {
             "model": self.model,
             "messages": out,
-            "temperature": options.temperature,
-            "top_p": options.top_p,
             "stream": self.streaming,
         }
+        for key in ("temperature", "top_p"):  # unset: the server's default
+            if getattr(options, key) is not None:
+                body[key] = getattr(options, key)
         if tools:
             body["tools"] = [t.to_openai() for t in tools]
         if options.max_tokens is not None:

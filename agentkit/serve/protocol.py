@@ -51,8 +51,8 @@ class ChatRequest(BaseModel):
     parallel_tool_calls: bool = True
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None: the model's generation_config
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

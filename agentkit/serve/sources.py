@@ -50,10 +50,17 @@ class ModelSource(Source):
     calls are grammar-constrained unless `constrained=False`."""
 
     def __init__(
-        self, scheduler: Scheduler, tokenizer: Tokenizer, model_id: str, *, constrained: bool = True
+        self,
+        scheduler: Scheduler,
+        tokenizer: Tokenizer,
+        model_id: str,
+        *,
+        constrained: bool = True,
+        sampling: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.scheduler, self.tokenizer, self.model_id = scheduler, tokenizer, model_id
         self.constrained = constrained
+        self.sampling = sampling  # (temperature, top_p) for requests that name none
         scheduler.start()
 
     @classmethod
@@ -68,6 +75,7 @@ class ModelSource(Source):
         prefix_cache: int = 8,
     ) -> ModelSource:
         from agentkit.runtime import load_model
+        from agentkit.runtime.loader import sampling_defaults
         from agentkit.runtime.scheduler import Scheduler
         from agentkit.runtime.tokenizer import Tokenizer
 
@@ -83,7 +91,9 @@ class ModelSource(Source):
                 f"{model.config.vocab_size}; the tokenizer.json belongs to another model"
             )
         sched = Scheduler(model, max_batch=max_batch, prefix_cache=prefix_cache)
-        return cls(sched, tok, model_id or folder.name, constrained=constrained)
+        return cls(
+            sched, tok, model_id or folder.name, constrained=constrained, sampling=sampling_defaults(folder)
+        )
 
     def start(self, prompt: str, req: ChatRequest, thinking_mode: str) -> Completion:
         from agentkit.encoding.constrain import ToolCallConstraint
@@ -101,8 +111,8 @@ class ModelSource(Source):
             )
         params = SamplingParams(
             max_tokens=req.limit or room,
-            temperature=req.temperature,
-            top_p=req.top_p,
+            temperature=self.sampling[0] if req.temperature is None else req.temperature,
+            top_p=self.sampling[1] if req.top_p is None else req.top_p,
             top_k=req.top_k,
             seed=req.seed,
             stop_ids=(self.tokenizer.eos_id,),

@@ -198,3 +198,24 @@ def test_registry_and_load_errors(checkpoint, tmp_path):
     save_tokenizer(train_tokenizer(varied, vocab_size=900), small)
     with pytest.raises(BackendError, match="another checkpoint"):
         EmbeddedBackend(small)
+
+
+def test_sampling_defaults_come_from_the_checkpoints_generation_config(tmp_path, checkpoint):
+    import json
+    import shutil
+
+    greedy = tmp_path / "greedy"
+    shutil.copytree(checkpoint, greedy)
+    (greedy / "generation_config.json").write_text(json.dumps({"do_sample": False}))
+    sampled = EmbeddedBackend(checkpoint, max_tokens=12, threads=1)
+    assert sampled.sampling == (1.0, 1.0)  # no generation_config: plain sampling, as transformers does
+    b = EmbeddedBackend(greedy, max_tokens=12, threads=1)
+    assert b.sampling == (0.0, 1.0)
+    texts = {drive(b, CONVO, seed=s)[1].raw_text for s in (1, 2, 3)}  # no temperature named: greedy
+    assert texts == {drive(b, CONVO, temperature=0.0)[1].raw_text}
+    # an explicit temperature still wins over the checkpoint's default
+    assert len({drive(b, CONVO, temperature=1.0, seed=s)[1].raw_text for s in (1, 2, 3)}) > 1
+
+    (greedy / "generation_config.json").write_text("{not json")
+    with pytest.raises(BackendError, match="generation_config.json"):
+        EmbeddedBackend(greedy, threads=1)
