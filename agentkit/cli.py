@@ -43,6 +43,9 @@ def _add_subapps() -> None:
     from agentkit.serve.cli import serve_command
 
     app.command("serve")(serve_command)
+    from agentkit.eval_cli import eval_command
+
+    app.command("eval")(eval_command)
     app.add_typer(__import__("agentkit.model_cli", fromlist=["model_app"]).model_app, name="model")
     try:  # the sandbox commands ship with the sandboxes package once it has them
         from agentkit.sandboxes.cli import sandbox_app

@@ -13,7 +13,7 @@ from rich.table import Table
 
 model_app = typer.Typer(
     name="model",
-    help="DeepSeek-V4 model tools: memory plans for multi-GPU layouts.",
+    help="DeepSeek-V4 model tools: memory plans for multi-GPU layouts, training the tiny default model.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -36,10 +36,13 @@ def _config(spec: str):
             return ModelConfig.from_hf_config(cfg)
         if "dim" in cfg:
             return ModelConfig.from_inference_config(cfg)
-        raise typer.BadParameter(f"{path} is neither an HF config (hidden_size) nor an inference config "
-                                 "(dim); pass the model's config.json")
-    raise typer.BadParameter(f"{spec!r} is not a preset (flash, pro), a config.json file or a checkpoint "
-                             "folder")
+        raise typer.BadParameter(
+            f"{path} is neither an HF config (hidden_size) nor an inference config "
+            "(dim); pass the model's config.json"
+        )
+    raise typer.BadParameter(
+        f"{spec!r} is not a preset (flash, pro), a config.json file or a checkpoint folder"
+    )
 
 
 def _gb(n: int) -> str:
@@ -67,17 +70,27 @@ def plan(
 
     try:
         counts = [int(x) for x in gpus.split(",") if x.strip()]
-        p = make_plan(_config(config), counts, parse_bytes(gpu_mem), parse_tokens(context), kv,  # type: ignore[arg-type]
-                      usable)
+        p = make_plan(
+            _config(config),
+            counts,
+            parse_bytes(gpu_mem),
+            parse_tokens(context),
+            kv,  # type: ignore[arg-type]
+            usable,
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if as_json:
         typer.echo(json.dumps(p.to_dict(), indent=2))
         return
-    console.print(f"[bold]{config}[/]: {p.params / 1e9:,.1f}B parameters, checkpoint "
-                  f"{_gb(p.checkpoint_bytes)} in {p.n_tensors:,} tensors")
-    console.print(f"KV cache ({kv}) per sequence of {p.context:,} tokens: {_gib(p.kv_per_sequence)}; GPU "
-                  f"{_gb(p.gpu_bytes)}, {usable:.0%} usable")
+    console.print(
+        f"[bold]{config}[/]: {p.params / 1e9:,.1f}B parameters, checkpoint "
+        f"{_gb(p.checkpoint_bytes)} in {p.n_tensors:,} tensors"
+    )
+    console.print(
+        f"KV cache ({kv}) per sequence of {p.context:,} tokens: {_gib(p.kv_per_sequence)}; GPU "
+        f"{_gb(p.gpu_bytes)}, {usable:.0%} usable"
+    )
     table = Table("GPUs", "layout", "weights / GPU", "free / GPU", "sequences", "fits")
     invalid = []
     for r in p.rows:
@@ -86,12 +99,48 @@ def plan(
             invalid.append(f"{r.layout} on {r.gpus} GPUs: {r.note}")
             continue
         fits = "[green]yes[/]" if r.fits else "[red]no[/]"
-        table.add_row(str(r.gpus), r.layout, _gb(r.weights_per_rank), _gb(r.free_per_rank), str(r.sequences),
-                      fits)
+        table.add_row(
+            str(r.gpus), r.layout, _gb(r.weights_per_rank), _gb(r.free_per_rank), str(r.sequences), fits
+        )
     console.print(table)
-    console.print("tp: official sharding (heads, vocab and experts split); every GPU holds the KV of every "
-                  "sequence (one latent KV head).")
-    console.print("dp_attn: attention replicated (all heads of a layer on one GPU, as the sparse decode "
-                  "kernels need), experts split; each GPU holds only its own sequences' KV.")
+    console.print(
+        "tp: official sharding (heads, vocab and experts split); every GPU holds the KV of every "
+        "sequence (one latent KV head)."
+    )
+    console.print(
+        "dp_attn: attention replicated (all heads of a layer on one GPU, as the sparse decode "
+        "kernels need), experts split; each GPU holds only its own sequences' KV."
+    )
     for line in invalid:
         console.print(f"[red]{line}[/]")
+
+
+@model_app.command("train-tiny")
+def train_tiny(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: data/, model/, train.log.jsonl")],
+    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 55.0,
+    steps: Annotated[int | None, typer.Option(help="stop after this many steps")] = None,
+    tasks: Annotated[int, typer.Option(help="training tasks (expert trajectories run in a sandbox)")] = 2500,
+    seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+) -> None:
+    """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
+    tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
+    lands in OUT/model; `agentkit eval --model OUT/model` measures it."""
+    from agentkit.tinymodel.train import main as train_main
+
+    argv = [
+        "--out",
+        str(out),
+        "--minutes",
+        str(minutes),
+        "--tasks",
+        str(tasks),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+    ]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    train_main(argv)
