@@ -11,7 +11,9 @@ mixing and the routed-expert loop.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -135,10 +137,11 @@ def indexer_topk(
 
     q: [B, S, Hi, di]; weights: [B, S, Hi] (already scaled by di^-0.5 * Hi^-0.5); keys: [B, T, di];
     n_visible: [B, S] number of entries query s may see (entries 0..n-1). Score(s, c) = sum_h w[s,h] *
-    relu(q[s,h] . keys[c]). Returns [B, S, min(topk, T)] int64 indices, -1 where fewer entries are visible.
-    reduce_heads sums the scores [B, s, T] over ranks when the heads are split across them (tensor parallel).
+    relu(q[s,h] . keys[c]). Returns [B, S, min(topk, T)] int64 indices in descending score order (equal
+    scores: lower index first), -1 where fewer entries are visible. reduce_heads sums the scores [B, s, t]
+    over ranks when the heads are split across them (tensor parallel).
     """
-    bsz, seqlen = q.shape[:2]
+    bsz, seqlen, heads = q.shape[:3]
     t = keys.shape[1]
     k = min(topk, t)
     out = torch.full((bsz, seqlen, k), -1, dtype=torch.long, device=q.device)
@@ -146,41 +149,132 @@ def indexer_topk(
         return out
     if dispatch.backend(q.device) == "triton":
         return _indexer_topk_kernels(q, weights, keys, n_visible, k, reduce_heads, out)
-    # The torch side stays in this body (not the kernels' reference, which sorts every query's T scores):
-    # blocked queries and a top-k cost, see stable_topk.
-    entry = torch.arange(t, device=q.device)
-    kf = keys.float()
-    step = _query_block(bsz * t * (q.shape[2] + 2))
-    for s0 in range(0, seqlen, step):
-        s1 = min(seqlen, s0 + step)
-        qb = q[:, s0:s1].float()
-        logits = (qb.flatten(1, 2) @ kf.transpose(1, 2)).view(*qb.shape[:3], t).relu_()  # [B, s, Hi, T]
-        scores = (weights[:, s0:s1].float().unsqueeze(-2) @ logits).squeeze(-2)  # [B, s, T]: sum over heads
-        if reduce_heads is not None:
-            scores = reduce_heads(scores)
-        visible = entry.view(1, 1, -1) < n_visible[:, s0:s1].unsqueeze(-1)
-        scores = scores.masked_fill(~visible, float("-inf"))
-        idx = stable_topk(scores, k)
-        chosen_visible = idx < n_visible[:, s0:s1].unsqueeze(-1)
-        out[:, s0:s1] = torch.where(chosen_visible, idx, -1)
+    # The torch side stays in this body (not the kernels' reference, which scores every entry for every query
+    # and sorts them all). Queries go in blocks; a block scores only the entries its queries may see (a
+    # prefill's later entries are invisible to its earlier queries), in tiles whose logits stay in cache, and
+    # keeps each group's best score on the way, so the top-k looks at a few groups instead of every score.
+    n_visible = n_visible.clamp(max=t)
+    most = int(n_visible.max())
+    if most == 0:
+        return out
+    kt = keys.float().transpose(1, 2)  # [B, di, T]
+    rows = min(INDEX_ROWS, seqlen, _query_block(bsz * most))  # a block's scores [B, rows, most]: in budget
+    # one buffer for every block's scores: fresh memory costs a page fault per 4 KiB on first write
+    buf = torch.empty(bsz * rows * (most + 256) + INDEX_TILE, dtype=torch.float32, device=q.device)
+    for s0 in range(0, seqlen, rows):
+        s1 = min(seqlen, s0 + rows)
+        nv = n_visible[:, s0:s1]
+        seen = int(nv.max())  # the block scores entries 0..seen-1 only: causal, later ones stay unread
+        if seen == 0:
+            continue
+        scores = _index_scores(q[:, s0:s1], weights[:, s0:s1], kt[..., :seen], nv, k, reduce_heads, buf)
+        idx = _select_topk(scores, k)  # [B, s, min(k, seen)]
+        out[:, s0:s1, : idx.shape[-1]] = torch.where(idx < nv.unsqueeze(-1), idx, -1)
     return out
 
 
-def stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [..., k] of the k largest scores [..., T] in descending order, equal scores resolved to the
-    lower index: what a stable descending sort gives (so the selection does not depend on how a prompt was
-    split, e.g. with several entries at exactly 0 after the ReLU), at the cost of a top-k, not of a full
-    sort of every query's T scores (that made long prompts quadratic-log)."""
-    thr = scores.topk(k, dim=-1).values[..., -1:]  # the k-th largest score
-    above = scores > thr
-    ties = scores == thr
-    need = k - above.sum(-1, keepdim=True)  # how many entries at the threshold make the cut: the lowest
-    if bool((ties.sum(-1, keepdim=True) > need).any()):  # some ties at the threshold miss the cut
-        ties = ties & (ties.cumsum(-1) <= need)
-    take = above | ties  # exactly k per row
-    picked = take.nonzero()[:, -1].view(*scores.shape[:-1], k)  # ascending index
-    order = scores.gather(-1, picked).sort(dim=-1, descending=True, stable=True).indices
-    return picked.gather(-1, order)
+INDEX_TILE = 1 << 19  # logits per scoring tile (2 MiB fp32): produced and reduced while in cache
+INDEX_ROWS = 256  # queries per indexer block: tiles stay wide enough for the GEMM
+
+
+@dataclass
+class _TiledScores:
+    """Indexer scores of a query block in column tiles: tiles [n, B, s, c] (tile j holds entries j*c ..
+    j*c+c-1, -inf past the visible ones and past t) and best [B, s, n*c / group]: each group of `group`
+    entries' maximum (the top-k's prefilter: the k best entries lie in the k groups with the best maxima)."""
+
+    tiles: torch.Tensor
+    best: torch.Tensor
+    group: int
+    t: int
+
+
+def _index_scores(
+    q: torch.Tensor,
+    w: torch.Tensor,
+    kt: torch.Tensor,
+    n_visible: torch.Tensor,
+    k: int,
+    reduce_heads: Callable[[torch.Tensor], torch.Tensor] | None,
+    buf: torch.Tensor,
+) -> _TiledScores:
+    """q [B, s, Hi, di], w [B, s, Hi], kt [B, di, t]: score(s, c) = sum_h w[s,h] relu(q[s,h] . k[c]), -inf
+    for entries c >= n_visible[s]. Each tile's GEMM writes its scores in place; its group maxima are taken
+    while it is still in cache. buf: fp32 storage for the tiles (B * s * (t + 256) + INDEX_TILE elements)."""
+    bsz, s, heads, _ = q.shape
+    t = kt.shape[-1]
+    # groups of ~sqrt(t / k) entries balance the two top-k passes (t / g group maxima, k * g candidates);
+    # 32 at least, as a max over fewer contiguous floats is slow on CPU
+    g = 1 << max(5, min(8, round(math.log2(max(t / k, 1)) / 2)))
+    qf = q.float().flatten(1, 2)  # [B, s*Hi, di]
+    wf = w.float()
+    wf = wf if heads == 1 else wf.unsqueeze(-2)  # [B, s, 1] or [B, s, 1, Hi]
+    width = min(max(g, INDEX_TILE // (bsz * s * heads) // g * g), -(-t // g) * g)
+    n = -(-t // width)
+    tiles = buf[: n * bsz * s * width].view(n, bsz, s, width)
+    best = torch.empty(bsz, s, n * width // g, dtype=torch.float32, device=q.device)
+    lo = int(n_visible.min())  # entries before lo are visible to every query of the block: no mask there
+    for j in range(n):
+        t0, t1 = j * width, min(t, (j + 1) * width)
+        sc = tiles[j]  # [B, s, c]
+        full = t1 - t0 == width  # the GEMMs write a whole tile in place; the last, partial one is copied
+        logits = sc if full and heads == 1 else torch.empty(bsz, s * heads, t1 - t0, device=q.device)
+        for b in range(bsz):  # 2-D GEMMs: a batched matmul takes a far slower path on CPU
+            torch.mm(qf[b], kt[b, :, t0:t1], out=logits[b])
+        if heads == 1:  # w * relu(l) is the whole sum over one head: the single product the matmul makes
+            part = logits.relu_().mul_(wf)
+        else:
+            logits = logits.view(bsz, s, heads, t1 - t0).relu_()
+            part = torch.matmul(wf, logits, out=sc.unsqueeze(2)) if full else wf @ logits
+            part = part.squeeze(2)
+        if reduce_heads is not None:
+            part = reduce_heads(part)
+        if part.data_ptr() != sc.data_ptr() or not full:
+            sc[..., : t1 - t0] = part
+            sc[..., t1 - t0 :] = float("-inf")  # past t: never visible
+        if t1 > lo:
+            c0 = max(lo, t0)
+            hidden = torch.arange(c0, t1, device=q.device) >= n_visible.unsqueeze(-1)
+            sc[..., c0 - t0 : t1 - t0].masked_fill_(hidden, float("-inf"))
+        best[..., t0 // g : (t0 + width) // g] = sc.unflatten(-1, (-1, g)).amax(-1)
+    return _TiledScores(tiles, best, g, t)
+
+
+def _order_key(values: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """int64 keys that order (value descending, then index ascending) as plain descending integers: the fp32
+    bits made order-preserving in the high half, low = ~index (int32, the index's unsigned complement) below.
+    """
+    key = torch.empty(*values.shape, 2, dtype=torch.int32, device=values.device)  # [..., (low, high)]
+    bits = (values + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0, which it equals
+    torch.bitwise_xor(bits, (bits >> 31) & 0x7FFFFFFF, out=key[..., 1])
+    key[..., 0] = low
+    return key.view(torch.int64).squeeze(-1)  # little-endian: the high word is the second
+
+
+def _select_topk(scores: _TiledScores, k: int) -> torch.Tensor:
+    """Indices [B, s, min(k, t)] of the k largest scores in descending order, equal scores resolved to the
+    lower index (what a stable descending sort gives, so the selection does not depend on how a prompt was
+    split, e.g. with several entries at exactly 0 after the ReLU).
+
+    Only the k best groups can hold the k best entries (each of them has its maximum above any entry outside
+    them, ties included under the same order), so the top-k runs over those groups' entries."""
+    t, g, best, tiles = scores.t, scores.group, scores.best, scores.tiles
+    n, bsz, s, c = tiles.shape
+    dev = best.device
+    groups = torch.arange(best.shape[-1], dtype=torch.int32, device=dev)
+    if best.shape[-1] <= k:  # no group can be left out
+        top = groups.long().expand(bsz, s, -1)
+    else:
+        top = _order_key(best, ~groups).topk(k, dim=-1, sorted=False).indices  # [B, s, k]
+    first = top * g  # each chosen group's first entry; its offset in the tiles:
+    row = torch.arange(bsz * s, device=dev).view(bsz, s, 1)
+    base = (first // c * (bsz * s) + row) * c + first % c
+    offs = torch.arange(g, device=dev)
+    values = tiles.view(-1).take((base.unsqueeze(-1) + offs).flatten(-2))  # [B, s, k*g]
+    low = ((~first.int()).unsqueeze(-1) - offs.int()).flatten(-2)  # ~(first + o) = ~first - o
+    # sorted: descending key. Padding past t is -inf with a higher index: it ranks below every entry
+    pick = _order_key(values, low).topk(min(k, t), dim=-1).indices
+    return first.gather(-1, pick // g) + pick % g
 
 
 def _indexer_topk_kernels(
