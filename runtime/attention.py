@@ -84,11 +84,9 @@ class Attention(nn.Module):
         z = z.transpose(0, 1).reshape(bsz, seqlen, -1)
         return self.parallel.tp_all_reduce(self.wo_b(z))  # row-parallel wo_b: sum the ranks
 
-    def _window_set(
-        self, kv: torch.Tensor, step: Step, cache: LayerCache
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _window_set(self, kv: torch.Tensor, step: Step, cache: LayerCache) -> ops.KVSet:
         """The raw-KV source [B, W + S, d] (ring in position order, then this call's tokens) and each query's
-        window indices [B, S, W] into it: query s sees sources s+1 .. s+W (positions p-W+1 .. p)."""
+        window rows in it, a Span: query s sees sources s+1 .. s+W (positions p-W+1 .. p)."""
         slots, idx = step.memo(("window", self.window), lambda: _window_index(step, self.window))
         return torch.cat((cache.read_window(slots), kv), 1), idx
 
@@ -100,21 +98,19 @@ class Attention(nn.Module):
                 cache.write_window(b, slots, kv[b, n - keep + part.start : n - keep + part.stop])
 
 
-def _entry_index(step: Step, ratio: int) -> torch.Tensor:
-    """HCA: every compressed entry a query may see, [B, S, T] (-1 past the visible ones)."""
+def _entry_index(step: Step, ratio: int) -> ops.Span:
+    """HCA: every compressed entry a query may see, entries 0 .. (position + 1) // ratio - 1."""
     n_visible = torch.where(step.valid, (step.positions + 1) // ratio, 0)
-    entry = torch.arange(step.max_end // ratio, device=step.positions.device)
-    return torch.where(entry < n_visible.unsqueeze(-1), entry, -1)
+    return ops.Span(torch.zeros_like(n_visible), n_visible, step.max_end // ratio)
 
 
-def _window_index(step: Step, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ring slots [B, W] in position order (positions start-W .. start-1) and each query's indices [B, S, W]
-    into (ring rows, then this call's tokens): query s sees sources s+1 .. s+W, -1 before position 0."""
+def _window_index(step: Step, w: int) -> tuple[torch.Tensor, ops.Span]:
+    """Ring slots [B, W] in position order (positions start-W .. start-1) and each query's rows of (ring rows,
+    then this call's tokens): query s sees sources s+1 .. s+W (positions p-W+1 .. p), none before position 0.
+    """
     dev = step.positions.device
     ring_pos = step.start.unsqueeze(1) - w + torch.arange(w, device=dev)  # [B, W]
     s = torch.arange(step.positions.shape[1], device=dev)
-    idx = (s.view(-1, 1) + 1 + torch.arange(w, device=dev)).unsqueeze(0)  # [1, S, W]
-    pos = step.start.view(-1, 1, 1) - w + idx  # [B, S, W]
-    ok = (pos >= 0) & step.valid.unsqueeze(-1)
-    return ring_pos % w, torch.where(ok, idx, -1)
-
+    skip = (w - 1 - step.positions).clamp(min=0)  # window slots before position 0, [B, S]
+    count = torch.where(step.valid, (w - skip).clamp(min=0), 0)
+    return ring_pos % w, ops.Span(s + 1 + skip, count, w)

@@ -50,22 +50,48 @@ def _gather_rows(kv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return kv.gather(1, flat).view(b, s, t, kv.shape[-1])
 
 
+@dataclass(frozen=True)
+class Span:
+    """A KV set's rows for each query as one contiguous range: rows first .. first+count-1 of the set's kv
+    (first, count [B, S] int64; count 0 = none), at most `width` of them. What a window band or "every
+    visible compressed entry" is: sparse_attn scores a block's range of rows directly and masks by two
+    comparisons, instead of reading an index per (query, row)."""
+
+    first: torch.Tensor
+    count: torch.Tensor
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape of the index form [B, S, width]."""
+        return (*self.first.shape, self.width)
+
+    def indices(self) -> torch.Tensor:
+        """The index form [B, S, width] int64: first, first+1, .., then -1."""
+        j = torch.arange(self.width, device=self.first.device)
+        return torch.where(j < self.count.unsqueeze(-1), self.first.unsqueeze(-1) + j, -1)
+
+
+KVSet = tuple[torch.Tensor, "torch.Tensor | Span"]
+
+
 def sparse_attn(
     q: torch.Tensor,
-    kv_sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    kv_sets: Sequence[KVSet],
     sink: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
     """Multi-query attention with a per-head sink over gathered KV rows (K = V).
 
-    q: [B, S, H, d]; kv_sets: pairs (kv [B, N_i, d], idx [B, S, T_i] int64, -1 = skip); sink: [H] fp32 raw
-    logits.
+    q: [B, S, H, d]; kv_sets: pairs (kv [B, N_i, d], rows) where rows is idx [B, S, T_i] int64 (-1 = skip) or
+    a Span; sink: [H] fp32 raw logits.
     All sets share one softmax; the sink adds exp(sink_h) to the denominator only. A query with no valid row
     returns zeros. Returns [B, S, H, d] in q's dtype; scores and softmax in fp32.
     """
-    live = [(kv, idx) for kv, idx in kv_sets if idx.shape[-1] > 0]
+    live = [(kv, sel) for kv, sel in kv_sets if sel.shape[-1] > 0]
     if 0 < len(live) <= 2 and dispatch.backend(q.device) == "triton":
         attend = dispatch.sparse_attention_decode if q.shape[1] == 1 else dispatch.sparse_attention
+        live = [(kv, sel.indices() if isinstance(sel, Span) else sel) for kv, sel in live]
         return attend(q, live, sink, scale)
     # The torch side is this body, not the kernels' reference: the reference gathers every query's rows at
     # once, while this takes queries in blocks under a working-set budget, so long prompts on CPU cost memory
@@ -73,56 +99,91 @@ def sparse_attn(
     bsz, seqlen, heads, dim = q.shape
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
-    # Within a block of queries, a set whose indices cover much of the rows they reach (the window band, all
-    # HCA entries) is scored against that span of rows directly, with a mask; gathering a copy of the rows
-    # per query costs far more. A query's indices are distinct (window, entries, top-k): mask = gather.
-    sets = [(kv, idx) for kv, idx in kv_sets if idx.shape[-1] > 0]
-    if not sets:
+    if not live:
         return out.zero_()
-    per_query = sum(idx.shape[-1] * (dim + heads) for _, idx in sets)
+    per_query = sum(sel.shape[-1] * (dim + heads) for _, sel in live)
     step = min(_query_block(bsz * per_query), DENSE_QUERY_BLOCK)
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
-        qb = q[:, s0:s1].float()
-        parts = []  # (scores [B, s, H, span or T], rows [B, span, d] or [B, s, T, d], dense)
-        for kv, idx in sets:
-            ib = idx[:, s0:s1]
-            valid = ib >= 0
-            hi = int(ib.max())
-            if hi < 0:
-                continue
-            lo = int(torch.where(valid, ib, hi).min())
-            if hi - lo + 1 <= DENSE_FACTOR * ib.shape[-1]:
-                span = hi - lo + 1
-                rows = kv[:, lo : hi + 1].float()
-                sc = (qb.flatten(1, 2) @ rows.transpose(1, 2)).view(bsz, s1 - s0, heads, span)
-                # Every query indexing every row of the span (a full window, all HCA entries: most decode
-                # steps) needs no mask; distinct indices make the count tell.
-                if int(valid.sum()) != bsz * (s1 - s0) * span:
-                    mask = torch.zeros(bsz, s1 - s0, span + 1, dtype=torch.bool, device=q.device)
-                    mask.scatter_(2, torch.where(valid, ib - lo, span), True)  # -1 lands in the extra column
-                    sc = sc.masked_fill(~mask[..., :span].unsqueeze(2), float("-inf"))
-                parts.append((sc, rows, True))
-            else:
-                rows = _gather_rows(kv, ib.clamp(min=0)).float()  # [B, s, T, d]
-                sc = qb @ rows.transpose(-1, -2)  # [B, s, H, T]
-                parts.append((sc.masked_fill(~valid.unsqueeze(2), float("-inf")), rows, False))
+        qb = q[:, s0:s1].float() * scale  # the scale folded into q: one pass over [s, H, d], not the scores
+        parts = [p for kv, sel in live if (p := _attn_part(qb, kv, sel, s0, s1)) is not None]
         if not parts:
             out[:, s0:s1] = 0
             continue
-        scores = torch.cat([sc for sc, _, _ in parts], -1) * scale
-        m = torch.maximum(scores.amax(-1, keepdim=True), sink)  # sink keeps m finite for empty rows
-        p = torch.exp(scores - m)
-        w = p / (p.sum(-1, keepdim=True) + torch.exp(sink - m))
+        # one softmax over all parts without concatenating them: exp in place, the sum over rows divides the
+        # output [s, H, d] instead of the weights
+        m = sink.expand(bsz, s1 - s0, heads, 1)
+        for sc, _, _ in parts:
+            m = torch.maximum(m, sc.amax(-1, keepdim=True))  # the sink keeps m finite for empty rows
+        den = torch.exp(sink - m)
         o = torch.zeros_like(qb)
-        off = 0
         for sc, rows, dense in parts:
-            wi = w[..., off : off + sc.shape[-1]]
-            off += sc.shape[-1]
+            p = sc.sub_(m).exp_()
+            den = den + p.sum(-1, keepdim=True)
             # matmuls, not einsum: the same bmm without einsum's planning cost on every decode step
-            o += (wi.flatten(1, 2) @ rows).view(o.shape) if dense else wi @ rows
-        out[:, s0:s1] = o.to(q.dtype)
+            o += _bmm(p.flatten(1, 2), rows).view(o.shape) if dense else p @ rows
+        out[:, s0:s1] = (o / den).to(q.dtype)
     return out
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [B, m, k] @ b [B, k, n] as one 2-D GEMM per batch row: CPU bmm takes a path several times slower
+    than the GEMM for the long, thin products of a prefill block."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0]).unsqueeze(0)
+    out = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
+    for i in range(a.shape[0]):
+        torch.mm(a[i], b[i], out=out[i])
+    return out
+
+
+def _attn_part(
+    qb: torch.Tensor, kv: torch.Tensor, sel: torch.Tensor | Span, s0: int, s1: int
+) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+    """Scores of queries qb [B, s, H, d] (scaled) against one KV set's rows for queries s0..s1-1: (scores
+    [B, s, H, n] with -inf where a query does not see a row, rows [B, n, d] (dense: one range of rows shared
+    by the block) or [B, s, n, d] (gathered per query), dense); None when no query of the block sees a row."""
+    bsz, s, heads, _ = qb.shape
+    if isinstance(sel, Span):
+        first, end = sel.first[:, s0:s1], sel.first[:, s0:s1] + sel.count[:, s0:s1]
+        seen = sel.count[:, s0:s1] > 0
+        if not bool(seen.any()):
+            return None
+        lo = int(torch.where(seen, first, first.new_tensor(kv.shape[1])).min())
+        hi = int(torch.where(seen, end, 0).max())
+        rows = kv[:, lo:hi].float()
+        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2)).view(bsz, s, heads, hi - lo)
+        # rows in [a, e) are seen by every query of the block: only the columns outside need the mask
+        first, end = torch.where(seen, first - lo, 0), torch.where(seen, end - lo, 0)
+        a, e = int(first.max()), int(end.min())
+        for c0, c1 in ((0, min(a, hi - lo)), (max(e, a), hi - lo)):
+            if c1 > c0:
+                col = torch.arange(c0, c1, device=qb.device)
+                hidden = (col < first.unsqueeze(-1)) | (col >= end.unsqueeze(-1))  # [B, s, c1-c0]
+                sc[..., c0:c1].masked_fill_(hidden.unsqueeze(2), float("-inf"))
+        return sc, rows, True
+    ib = sel[:, s0:s1]
+    valid = ib >= 0
+    hi = int(ib.max())
+    if hi < 0:
+        return None
+    lo = int(torch.where(valid, ib, hi).min())
+    if hi - lo + 1 <= DENSE_FACTOR * ib.shape[-1]:
+        # Indices that cover much of the rows they reach: score that range of rows directly, with a mask;
+        # gathering a copy of the rows per query costs far more. A query's indices are distinct (window,
+        # entries, top-k): mask = gather.
+        span = hi - lo + 1
+        rows = kv[:, lo : hi + 1].float()
+        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2)).view(bsz, s, heads, span)
+        # Every query indexing every row of the range needs no mask; distinct indices make the count tell.
+        if int(valid.sum()) != bsz * s * span:
+            mask = torch.zeros(bsz, s, span + 1, dtype=torch.bool, device=qb.device)
+            mask.scatter_(2, torch.where(valid, ib - lo, span), True)  # -1 lands in the extra column
+            sc = sc.masked_fill_(~mask[..., :span].unsqueeze(2), float("-inf"))
+        return sc, rows, True
+    rows = _gather_rows(kv, ib.clamp(min=0)).float()  # [B, s, T, d]
+    sc = qb @ rows.transpose(-1, -2)  # [B, s, H, T]
+    return sc.masked_fill_(~valid.unsqueeze(2), float("-inf")), rows, False
 
 
 def indexer_topk(
