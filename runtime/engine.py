@@ -144,17 +144,16 @@ class Session:
             for i in range(0, len(pending), chunk):
                 self._forward(pending[i : i + chunk])
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
-        """Run the main model on `ids` (the next tokens of the sequence) -> fp32 logits [S, V]; with MTP,
-        also feed the MTP block every position whose next token is now known."""
+    def _forward(self, ids: list[int]) -> None:
+        """Run the main model on `ids` (the next tokens of the sequence) and keep the logits after the last;
+        with MTP, also feed the MTP block every position whose next token is now known."""
         model, cache = self.engine.model, self.cache
         start = self.n_cached
         x = torch.tensor([ids], dtype=torch.long, device=self.engine.device)
         self.stats.prefilled += len(ids)
         if not self.engine.speculative:
-            logits = model(x, cache=cache)[0]
-            self._logits = logits[-1]
-            return logits
+            self._logits = model(x, cache=cache, last_only=True)[0, -1]
+            return
         logits, hidden = model(x, cache=cache, return_hidden=True)
         self._logits = logits[0, -1]
         held = hidden if self._hidden is None else torch.cat((self._hidden, hidden), 1)
@@ -165,7 +164,6 @@ class Session:
             nxt = torch.tensor([self.tokens[m0 + 1 : m0 + 1 + known]], dtype=torch.long, device=x.device)
             model.mtp_forward(held[:, :known], nxt, cache=cache)
         self._hidden = held[:, max(known, 0) :]
-        return logits[0]
 
     @property
     def logits(self) -> torch.Tensor:

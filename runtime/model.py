@@ -157,6 +157,7 @@ class Model(nn.Module):
         start_pos: int | torch.Tensor | None = None,
         lengths: torch.Tensor | list[int] | None = None,
         return_hidden: bool = False,
+        last_only: bool = False,
     ):
         """input_ids [B, S] -> fp32 logits [B, S, V] for every position.
 
@@ -166,7 +167,9 @@ class Model(nn.Module):
         marks
         right padding (row b uses only its first lengths[b] tokens; padded positions give meaningless logits
         and
-        leave the cache alone). return_hidden=True also returns the final streams [B, S, n, D] (for MTP)."""
+        leave the cache alone). return_hidden=True also returns the final streams [B, S, n, D] (for MTP).
+        last_only=True: logits [B, 1, V] of each row's last token only (a prefill chunk needs no more; the
+        head over every position of a long prompt costs as much as a layer)."""
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], max(input_ids.shape[1], 1))
         step = self._step(input_ids, cache.lengths, start_pos, lengths, cache.capacity)
@@ -176,8 +179,12 @@ class Model(nn.Module):
             x = layer(x, step, lc)
         cache.lengths += step.n_new
         c = self.config
+        xs = x
+        if last_only:  # each row's last real token (row b's tokens past n_new[b] are padding)
+            last = (step.n_new - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+            xs = x.gather(1, last)
         y = self.norm(
-            ops.hc_head(x, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, c.hc_eps, c.norm_eps)
+            ops.hc_head(xs, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, c.hc_eps, c.norm_eps)
         )
         logits = self._logits(y)
         return (logits, x) if return_hidden else logits
