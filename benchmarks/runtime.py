@@ -39,13 +39,16 @@ def bench_config(max_seq_len: int = 4096) -> ModelConfig:
     )
 
 
-def long_config(max_seq_len: int, csa: bool) -> ModelConfig:
-    """Small heads for long prompts. With csa=False the CSA layer becomes HCA: the indexer scores every
-    visible entry for every query (S^2/4 work), which no CPU finishes at 1M tokens in minutes."""
+def long_config(max_seq_len: int) -> ModelConfig:
+    """Every layer kind at every length: sliding window, CSA (m = 4, lightning indexer, top-32) and HCA (m =
+    128), window 128 as released. Heads and widths are small so that what is measured is how the cost
+    grows with context: per token the layers are cheap, while the indexer scores S * S/8 (query, entry) pairs
+    over a prompt and HCA attends to S * S/256. One 16-dim index head: the scoring GEMM's cost is heads *
+    dims per pair, the selection is the same code at any head count (the multi-head sum is tested)."""
     return ModelConfig.tiny(
         vocab_size=4096, dim=64, n_layers=4, n_heads=2, head_dim=32, rope_head_dim=8, q_lora_rank=32,
-        o_groups=2, o_lora_rank=16, window_size=128, compress_ratios=(0, 4 if csa else 128, 128, 0),
-        index_n_heads=2, index_head_dim=16, index_topk=32, n_routed_experts=4, n_activated_experts=2,
+        o_groups=2, o_lora_rank=16, window_size=128, compress_ratios=(0, 4, 128, 0),
+        index_n_heads=1, index_head_dim=16, index_topk=32, n_routed_experts=4, n_activated_experts=2,
         moe_inter_dim=32, n_hash_layers=1, n_mtp_layers=0, max_seq_len=max_seq_len,
     )
 
@@ -175,10 +178,10 @@ def cache_formats() -> dict[str, dict]:
 
 
 @torch.inference_mode()
-def long_ours(n: int, csa: bool) -> dict:
+def long_ours(n: int) -> dict:
     from agentkit.runtime.engine import Engine
 
-    cfg = long_config(n, csa)
+    cfg = long_config(n)
     model = ours_only(cfg)
     ids = _ids(n, cfg.vocab_size, seed=2)
     reset_peak()
@@ -186,22 +189,27 @@ def long_ours(n: int, csa: bool) -> dict:
     session = Engine(model, capacity=n, prefill_chunk=2048, max_snapshots=0).session(ids)
     dt = time.perf_counter() - t0
     assert session.n_cached == n and torch.isfinite(session.logits).all()
-    return {"tokens": n, "csa": csa, "seconds": dt, "tok_s": n / dt, "peak_rss_MiB": peak_mib(),
+    return {"tokens": n, "layers": _kinds(cfg), "seconds": dt, "tok_s": n / dt, "peak_rss_MiB": peak_mib(),
             "cache_MiB": session.cache.nbytes() / 2**20}
 
 
+def _kinds(cfg: ModelConfig) -> str:
+    names = {0: "SWA", 4: "CSA", 128: "HCA"}
+    return ",".join(names[r] for r in cfg.compress_ratios[: cfg.n_layers])
+
+
 @torch.inference_mode()
-def long_oracle(n: int, csa: bool, folder: Path) -> dict:
+def long_oracle(n: int, folder: Path) -> dict:
     from v4_oracle import build_oracle
 
-    cfg = long_config(n, csa)
+    cfg = long_config(n)
     oracle = build_oracle(cfg, folder, seed=0)
     ids = torch.tensor([_ids(n, cfg.vocab_size, seed=2)])
     reset_peak()
     t0 = time.perf_counter()
     oracle(input_ids=ids, use_cache=False)
     dt = time.perf_counter() - t0
-    return {"tokens": n, "csa": csa, "seconds": dt, "tok_s": n / dt, "peak_rss_MiB": peak_mib()}
+    return {"tokens": n, "layers": _kinds(cfg), "seconds": dt, "tok_s": n / dt, "peak_rss_MiB": peak_mib()}
 
 
 def main() -> None:
@@ -213,8 +221,6 @@ def main() -> None:
     ap.add_argument("--prefill-tokens", type=int, default=2048)
     ap.add_argument("--long", default="131072", help="comma list of long prompt lengths (ours)")
     ap.add_argument("--oracle-long", default="4096,8192,16384", help="lengths the dense oracle runs")
-    ap.add_argument("--no-csa-above", type=int, default=262_144,
-                    help="long prompts above this length use the CSA-free config (the indexer is S^2/4)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.quick:
@@ -243,9 +249,9 @@ def main() -> None:
             show("cache_flash_1M", part_cache())
         if "long" in parts:
             for i, n in enumerate(int(x) for x in args.oracle_long.split(",") if x):
-                show(f"long_oracle_{n}", long_oracle(n, True, Path(tmp) / f"long{i}"))
+                show(f"long_oracle_{n}", long_oracle(n, Path(tmp) / f"long{i}"))
             for n in (int(x) for x in args.long.split(",") if x):
-                show(f"long_ours_{n}", long_ours(n, csa=n <= args.no_csa_above))
+                show(f"long_ours_{n}", long_ours(n))
             print("oracle above the lengths listed: skipped (dense [S, S] masks and scores: at 128K one fp32 "
                   "mask alone is 64 GiB)", flush=True)
     if args.json:
