@@ -91,3 +91,37 @@ def batches(
             yield collate([examples[i] for i in g], pad_id)
         # Reshuffle within equal-ish lengths so the next epoch forms different groups.
         order = sorted(order, key=lambda i: (len(examples[i].ids) // 16, rng.random()))
+
+
+def copy_examples(
+    rng: random.Random, token_ids: Sequence[int], first_id: int, width: int, n: int
+) -> list[Example]:
+    """Synthetic copy rows mixed into training: `first_id`, filler, a span of random tokens, filler, the same
+    span again; the loss covers the repeat after its first token (the first is unpredictable).
+
+    They teach the one skill every task needs (write out a name or number that appeared earlier, token by
+    token: an induction head), which the task data alone teaches slowly; and they train the output row of
+    every token of the vocabulary, so the pieces of names never seen in training can be written too."""
+    out: list[Example] = []
+    if width < 7:  # no room for filler, a 3-token span and its repeat
+        return out
+    for _ in range(n):
+        span_len = rng.randint(3, max(3, min(24, (width - 1) // 3)))
+        room = width - 1 - 2 * span_len
+        a = rng.randint(0, room // 2)
+        b = rng.randint(0, room - a)
+        span = [rng.choice(token_ids) for _ in range(span_len)]
+        ids = [first_id] + [rng.choice(token_ids) for _ in range(a)] + span
+        ids += [rng.choice(token_ids) for _ in range(b)] + span
+        mask = [False] * (len(ids) - span_len + 1) + [True] * (span_len - 1)
+        out.append(Example(ids=ids, mask=mask))
+    return out
+
+
+def with_copy_rows(batch: Batch, extra: Sequence[Example], pad_id: int) -> Batch:
+    """`batch` plus `extra` rows (no wider than the batch), padded to the batch's width."""
+    rows = [
+        Example(ids=batch.ids[i, : int(n)].tolist(), mask=batch.mask[i, : int(n)].tolist())
+        for i, n in enumerate(batch.lengths)
+    ]
+    return collate(rows + list(extra), pad_id)

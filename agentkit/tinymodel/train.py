@@ -27,7 +27,7 @@ from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
 from agentkit.runtime.moe import Gate
-from agentkit.tinymodel.data import Batch, Example, batches, collate
+from agentkit.tinymodel.data import Batch, Example, batches, collate, copy_examples, with_copy_rows
 from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
@@ -262,6 +262,7 @@ class TrainOptions:
     warmup_steps: int = 10
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
+    copy_rows: float = 0.3  # synthetic copy rows added per step, as a fraction of the task rows
     eval_every: int = 25
     save_every_minutes: float = 10.0
     log: Path | None = None
@@ -281,9 +282,11 @@ def train(
     pad_id: int,
     heldout: Sequence[Example] = (),
     on_save: Callable[[Model, int], None] | None = None,
+    copy_ids: Sequence[int] = (),
 ) -> list[dict]:
     """Train in place until `opt.minutes` or `opt.max_steps`; `prefixes(rng)` draws each step's system prefix
-    (token ids). Returns the log records (also appended to `opt.log` as JSON lines)."""
+    (token ids); `copy_ids` are the tokens synthetic copy rows are drawn from (none: no copy rows).
+    Returns the log records (also appended to `opt.log` as JSON lines)."""
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
     muon_params, adamw_params = param_groups(model)
@@ -311,6 +314,10 @@ def train(
                 for g in o.param_groups:
                     g["lr"] = lr * mult
             batch = next(stream)
+            n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
+            if n_copy:
+                first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
+                batch = with_copy_rows(batch, copy_examples(rng, copy_ids, first, width, n_copy), pad_id)
             main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp
             for o, _ in optims:
@@ -517,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         pad_id=tok.token_to_id("<｜▁pad▁｜>"),
         heldout=heldout,
         on_save=on_save,
+        copy_ids=[i for i in range(tok.get_vocab_size()) if i not in tok.get_added_tokens_decoder()],
     )
 
 

@@ -1,0 +1,35 @@
+"""Synthetic copy rows: the masked targets are exactly the repeat of an earlier span (so a model can only
+predict them by copying), and they join a task batch at its width."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from agentkit.tinymodel.data import Example, collate, copy_examples, with_copy_rows
+
+
+def test_copy_rows_target_a_repeat_of_an_earlier_span() -> None:
+    rng = random.Random(0)
+    for e in copy_examples(rng, list(range(100, 400)), first_id=7, width=90, n=50):
+        assert e.ids[0] == 7 and len(e.ids) <= 90 and len(e.ids) == len(e.mask)
+        k = sum(e.mask) + 1  # the span's length: the targets are all of the repeat but its first token
+        assert k >= 3 and e.mask[-(k - 1) :] == [True] * (k - 1) and not any(e.mask[: -(k - 1)])
+        span = e.ids[-k:]
+        before = e.ids[1:-k]
+        assert any(before[i : i + k] == span for i in range(len(before) - k + 1))
+
+
+def test_with_copy_rows_keeps_the_task_rows() -> None:
+    task = [
+        Example(ids=[7, *range(1, 12)], mask=[False] * 3 + [True] * 9),
+        Example(ids=[7, 9, 9], mask=[False, True, True]),
+    ]
+    batch = collate(task, pad_id=0)
+    extra = copy_examples(random.Random(1), list(range(10, 50)), 7, batch.ids.shape[1], 2)
+    out = with_copy_rows(batch, extra, pad_id=0)
+    assert out.ids.shape == (4, 12)
+    assert torch.equal(out.ids[:2], batch.ids) and torch.equal(out.mask[:2], batch.mask)
+    assert out.lengths.tolist()[:2] == [12, 3] and (out.ids[:, 0] == 7).all()
+    assert copy_examples(random.Random(1), [10, 11], 7, width=6, n=3) == []  # too narrow for a copy
