@@ -50,13 +50,16 @@ class _Vocab:
         self._masks: dict[tuple[int, ...], Any] = {}
 
     def ban_mask(self, ids: Iterable[int | None], like: Any) -> Any:
-        """An additive mask shaped like `like` ([V]) with -inf at `ids` (cached: the same few sets recur)."""
+        """An additive mask shaped like `like` ([V]) with -inf at `ids` (cached: the same few sets recur) and
+        at the ids past the tokenizer's vocabulary: a model's embedding table is often padded beyond it, and
+        those rows have no text the grammar could follow."""
         key = tuple(sorted({i for i in ids if i is not None and i < like.shape[-1]}))
         mask = self._masks.get(key)
         if mask is None or mask.dtype != like.dtype or mask.device != like.device:
             mask = like.new_zeros(like.shape)
             if key:
                 mask[list(key)] = _NEG_INF
+            mask[len(self.texts) :] = _NEG_INF
             self._masks[key] = mask
         return mask
 
@@ -120,7 +123,7 @@ class ToolCallConstraint:
         if self._phase == "block":
             assert self._grammar is not None
             return self._block_logits(self._grammar, logits)
-        return logits  # "free": the grammar could not follow the text
+        return logits + v.ban_mask((), logits)  # "free": the grammar could not follow the text
 
     @property
     def _may_call(self) -> bool:
