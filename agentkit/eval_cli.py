@@ -25,6 +25,9 @@ def eval_command(
     temperature: Annotated[
         float | None, typer.Option(help="sampling temperature (default: the checkpoint's; 0 = greedy)")
     ] = None,
+    constrained: Annotated[
+        bool, typer.Option(help="grammar-constrained tool calls (only valid DSML calls can be sampled)")
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the full report (JSON) here")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no line per task")] = False,
 ) -> None:
@@ -42,7 +45,8 @@ def eval_command(
         if not quiet:
             mark = "[green]ok[/]  " if r["solved"] else "[red]FAIL[/]"
             console.print(
-                f"{mark} {r['task_id']:<32} {r['status']:<10} steps {r['steps']}  "
+                f"{mark} {r['task_id']:<32} {r['status']:<12} steps {r['steps']}  "
+                f"parse failures {r['format_errors']}  "
                 f"tokens {r['completion_tokens']:>4}  {r['seconds']:.1f}s"
             )
 
@@ -53,6 +57,7 @@ def eval_command(
         sandbox=sandbox,
         max_steps=max_steps,
         temperature=temperature,
+        constrained=constrained,
     )
     if out is not None:
         write_report(report, out)
@@ -64,7 +69,7 @@ def eval_command(
     console.print(table)
     console.print(
         f"success {report['success_rate']:.1%} ({report['n']} tasks) · "
-        f"steps/task {report['steps_per_task']} · "
+        f"steps/task {report['steps_per_task']} · parse failures/step {report['parse_failure_rate']:.1%} · "
         f"generated tokens/task {report['completion_tokens_per_task']} · "
         f"prompt tokens/step {report['prompt_per_step']} of which prefilled {report['prefilled_per_step']} · "
         f"{report['generated_tokens_per_s']} generated tok/s · {report['seconds_per_task']} s/task"

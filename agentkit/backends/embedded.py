@@ -66,11 +66,14 @@ class EmbeddedBackend(Backend):
         kv_format: str = "model",
         max_sessions: int = 2,
         threads: int | None = None,
+        constrained: bool = False,
     ) -> None:
         """checkpoint: a folder with config.json, the safetensors weights and tokenizer.json (default: the
         shipped model). capacity: context length of each session's cache (default: the config's
         max_seq_len). max_tokens: per-turn limit when the turn's options name none. max_sessions: cached
-        conversations kept at once (each holds a full KV cache). threads: torch CPU threads."""
+        conversations kept at once (each holds a full KV cache). threads: torch CPU threads. constrained:
+        grammar-constrained tool calls (only declared tools, parameters and schema-valid values can be
+        sampled once a tool-call block opens)."""
         if dtype not in _DTYPES:
             raise ValueError(f"embedded model: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         if max_tokens < 1 or max_sessions < 1 or top_k < 0:
@@ -118,6 +121,7 @@ class EmbeddedBackend(Backend):
             raise BackendError(f"embedded model: {e}") from e
         self.tokenizer = tokenizer
         self.max_tokens, self.top_k, self.max_sessions = max_tokens, top_k, max_sessions
+        self.constrained = constrained
         try:
             self.sampling = sampling_defaults(path)  # (temperature, top_p) when a turn names none
         except ValueError as e:
@@ -136,6 +140,7 @@ class EmbeddedBackend(Backend):
             "capacity": self.engine.capacity,
             "speculative": self.engine.speculative,
             "kv_format": self.engine.kv_format,
+            "constrained": self.constrained,
         }
 
     async def aclose(self) -> None:
@@ -185,6 +190,11 @@ class EmbeddedBackend(Backend):
             room = self.engine.capacity - n_prompt - 1  # speculative steps feed one token ahead
             limit = min(options.max_tokens or self.max_tokens, room)
             eos = self.tokenizer.eos_id
+            constraint = None
+            if self.constrained and tools:
+                from agentkit.encoding.constrain import ToolCallConstraint
+
+                constraint = ToolCallConstraint(self.tokenizer, tools, thinking_mode=mode)
             tokens = session.stream(
                 limit,
                 temperature=self.sampling[0] if options.temperature is None else options.temperature,
@@ -193,6 +203,7 @@ class EmbeddedBackend(Backend):
                 seed=options.seed,
                 stop_ids=[eos],
                 stop_strings=options.stop,
+                logits_processor=constraint,
             )
             decoder = TurnDecoder(mode)
             start = len(session.tokens)

@@ -39,6 +39,7 @@ async def run_task(
     token usage, seconds, final answer, run folder)."""
     from agentkit.agent import Agent
     from agentkit.backends.base import GenerationOptions
+    from agentkit.events import StepDone
     from agentkit.loop import Limits
     from agentkit.sandboxes import create_sandbox
     from agentkit.sandboxes.base import SandboxConfig
@@ -59,7 +60,13 @@ async def run_task(
         async def after(box: Any, _result: Any) -> bool:
             return await verify(box, task)
 
-        result = await agent.run(task.instruction, after=after)
+        format_errors = 0
+
+        def count(ev: Any) -> None:
+            nonlocal format_errors
+            format_errors += isinstance(ev, StepDone) and ev.error is not None
+
+        result = await agent.run(task.instruction, after=after, on_event=count)
     u = result.usage
     return {
         "task_id": task.task_id,
@@ -67,6 +74,7 @@ async def run_task(
         "solved": bool(result.ok and result.verifier),
         "status": result.status,
         "steps": result.steps,
+        "format_errors": format_errors,  # replies the V4 parser rejected (fed back to the model)
         "prompt_tokens": u.prompt_tokens,
         "cached_tokens": u.cached_tokens,
         "completion_tokens": u.completion_tokens,
@@ -99,6 +107,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "by_family": {k: f"{s}/{t}" for k, (s, t) in sorted(by_family.items())},
         "status": dict(Counter(r["status"] for r in results)),
         "steps_per_task": round(steps / n, 2),
+        "parse_failure_rate": round(sum(r["format_errors"] for r in results) / max(steps, 1), 4),
         "completion_tokens_per_task": round(completion / n, 1),
         "prompt_per_step": round(prompt / max(steps, 1), 1),
         "prefilled_per_step": round((prompt - cached) / max(steps, 1), 1),
@@ -114,13 +123,16 @@ def evaluate_checkpoint(
     tasks: Sequence[Task],
     runs_dir: Path | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    constrained: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Run every task (one at a time: the embedded model decodes one conversation at a time on CPU) and
-    return `summarize(...)` plus the per-task records under "results". model_dir None: the shipped model."""
+    return `summarize(...)` plus the per-task records under "results". model_dir None: the shipped model;
+    constrained: grammar-constrained tool calls in the embedded backend."""
     from agentkit.backends.registry import create_backend
 
-    backend = create_backend(f"embedded:{model_dir}" if model_dir is not None else "embedded")
+    options = {"checkpoint": str(model_dir)} if model_dir is not None else {}
+    backend = create_backend({"backend": "embedded", "options": {**options, "constrained": constrained}})
     runs = runs_dir or Path(tempfile.mkdtemp(prefix="agentkit-eval-runs-"))
     results = []
     for t in tasks:

@@ -219,3 +219,17 @@ def test_sampling_defaults_come_from_the_checkpoints_generation_config(tmp_path,
     (greedy / "generation_config.json").write_text("{not json")
     with pytest.raises(BackendError, match="generation_config.json"):
         EmbeddedBackend(greedy, threads=1)
+
+
+def test_constrained_backend_samples_only_declared_tool_calls(checkpoint):
+    """With the grammar on, whatever the random weights write parses as the declared tool's call once a
+    tool-call block opens; forcing the block open with a stop-free prompt is the server tests' job, so this
+    checks the option reaches the sampler: no DSML error other than a cut-off turn."""
+    b = EmbeddedBackend(checkpoint, max_tokens=60, threads=1, constrained=True)
+    assert b.describe()["constrained"] is True
+    for seed in range(3):
+        _, result = drive(b, CONVO, temperature=1.0, seed=seed)
+        if result.error is not None:
+            assert result.finish_reason == "length", result.error
+        for call in (result.message.tool_calls if result.message else []):
+            assert call.name == "bash" and set(call.arguments) <= {"command"}

@@ -70,3 +70,8 @@ def test_agentkit_eval_on_a_checkpoint(tmp_path: Path) -> None:
         assert Path(r["run"]).is_dir()
     # later steps reuse the session's cache: far fewer tokens prefilled than the prompt holds
     assert report["prefilled_per_step"] < 0.8 * report["prompt_per_step"], report
+    assert report["parse_failure_rate"] == sum(r["format_errors"] for r in report["results"]) / sum(
+        r["steps"] for r in report["results"]
+    )
+    assert report["parse_failure_rate"] > 0.5  # random weights rarely write well-formed DSML
+
