@@ -220,15 +220,16 @@ def indexer_topk(
         return out
     kt = keys.float().transpose(1, 2)  # [B, di, T]
     rows = min(INDEX_ROWS, seqlen, _query_block(bsz * most))  # a block's scores [B, rows, most]: in budget
-    # one buffer for every block's scores: fresh memory costs a page fault per 4 KiB on first write
-    buf = torch.empty(bsz * rows * (most + 256) + INDEX_TILE, dtype=torch.float32, device=q.device)
+    buf = None  # one buffer for every block's scores: fresh memory costs a page fault per 4 KiB written
+    if seqlen > rows:  # several blocks: size it once for the largest (see _index_scores' tiles)
+        buf = torch.empty(bsz * rows * (most + 256) + INDEX_TILE, dtype=torch.float32, device=q.device)
     for s0 in range(0, seqlen, rows):
         s1 = min(seqlen, s0 + rows)
         nv = n_visible[:, s0:s1]
         seen = int(nv.max())  # the block scores entries 0..seen-1 only: causal, later ones stay unread
         if seen == 0:
             continue
-        scores = _index_scores(q[:, s0:s1], weights[:, s0:s1], kt[..., :seen], nv, k, reduce_heads, buf)
+        scores, buf = _index_scores(q[:, s0:s1], weights[:, s0:s1], kt[..., :seen], nv, k, reduce_heads, buf)
         idx = _select_topk(scores, k)  # [B, s, min(k, seen)]
         out[:, s0:s1, : idx.shape[-1]] = torch.where(idx < nv.unsqueeze(-1), idx, -1)
     return out
@@ -257,11 +258,11 @@ def _index_scores(
     n_visible: torch.Tensor,
     k: int,
     reduce_heads: Callable[[torch.Tensor], torch.Tensor] | None,
-    buf: torch.Tensor,
-) -> _TiledScores:
+    buf: torch.Tensor | None,
+) -> tuple[_TiledScores, torch.Tensor]:
     """q [B, s, Hi, di], w [B, s, Hi], kt [B, di, t]: score(s, c) = sum_h w[s,h] relu(q[s,h] . k[c]), -inf
     for entries c >= n_visible[s]. Each tile's GEMM writes its scores in place; its group maxima are taken
-    while it is still in cache. buf: fp32 storage for the tiles (B * s * (t + 256) + INDEX_TILE elements)."""
+    while it is still in cache. buf: fp32 storage for the tiles, replaced (and returned) when too small."""
     bsz, s, heads, _ = q.shape
     t = kt.shape[-1]
     # groups of ~sqrt(t / k) entries balance the two top-k passes (t / g group maxima, k * g candidates);
@@ -272,6 +273,8 @@ def _index_scores(
     wf = wf if heads == 1 else wf.unsqueeze(-2)  # [B, s, 1] or [B, s, 1, Hi]
     width = min(max(g, INDEX_TILE // (bsz * s * heads) // g * g), -(-t // g) * g)
     n = -(-t // width)
+    if buf is None or buf.numel() < n * bsz * s * width:
+        buf = torch.empty(n * bsz * s * width, dtype=torch.float32, device=q.device)
     tiles = buf[: n * bsz * s * width].view(n, bsz, s, width)
     best = torch.empty(bsz, s, n * width // g, dtype=torch.float32, device=q.device)
     lo = int(n_visible.min())  # entries before lo are visible to every query of the block: no mask there
@@ -298,7 +301,7 @@ def _index_scores(
             hidden = torch.arange(c0, t1, device=q.device) >= n_visible.unsqueeze(-1)
             sc[..., c0 - t0 : t1 - t0].masked_fill_(hidden, float("-inf"))
         best[..., t0 // g : (t0 + width) // g] = sc.unflatten(-1, (-1, g)).amax(-1)
-    return _TiledScores(tiles, best, g, t)
+    return _TiledScores(tiles, best, g, t), buf
 
 
 def _order_key(values: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
