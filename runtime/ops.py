@@ -103,10 +103,18 @@ def sparse_attn(
         return out.zero_()
     per_query = sum(sel.shape[-1] * (dim + heads) for _, sel in live)
     step = min(_query_block(bsz * per_query), DENSE_QUERY_BLOCK)
+    # Several blocks (a prefill) write their dense scores into one buffer: a fresh tensor of that size costs
+    # a page fault per 4 KiB, as much as the GEMM that fills it. Per set: the rows a block's range can span.
+    sizes = [bsz * step * heads * max(sel.shape[-1] + step, DENSE_FACTOR * sel.shape[-1]) for _, sel in live]
+    ws = [None] * len(live)
+    if seqlen > step:
+        ws = list(torch.empty(sum(sizes), dtype=torch.float32, device=q.device).split(sizes))
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
         qb = q[:, s0:s1].float() * scale  # the scale folded into q: one pass over [s, H, d], not the scores
-        parts = [p for kv, sel in live if (p := _attn_part(qb, kv, sel, s0, s1)) is not None]
+        parts = [
+            p for (kv, sel), buf in zip(live, ws, strict=True) if (p := _attn_part(qb, kv, sel, s0, s1, buf))
+        ]
         if not parts:
             out[:, s0:s1] = 0
             continue
@@ -126,23 +134,31 @@ def sparse_attn(
     return out
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _bmm(a: torch.Tensor, b: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Tensor:
     """a [B, m, k] @ b [B, k, n] as one 2-D GEMM per batch row: CPU bmm takes a path several times slower
-    than the GEMM for the long, thin products of a prefill block."""
-    if a.shape[0] == 1:
+    than the GEMM for the long, thin products of a prefill block. buf: flat storage for the result, if large
+    enough."""
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    if buf is not None and buf.numel() < shape[0] * shape[1] * shape[2]:
+        buf = None  # rows spread wider than the buffer was sized for
+    if buf is None and a.shape[0] == 1:
         return (a[0] @ b[0]).unsqueeze(0)
-    out = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
+    if buf is None:
+        out = torch.empty(shape, dtype=a.dtype, device=a.device)
+    else:
+        out = buf[: shape[0] * shape[1] * shape[2]].view(shape)
     for i in range(a.shape[0]):
         torch.mm(a[i], b[i], out=out[i])
     return out
 
 
 def _attn_part(
-    qb: torch.Tensor, kv: torch.Tensor, sel: torch.Tensor | Span, s0: int, s1: int
+    qb: torch.Tensor, kv: torch.Tensor, sel: torch.Tensor | Span, s0: int, s1: int, buf: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
     """Scores of queries qb [B, s, H, d] (scaled) against one KV set's rows for queries s0..s1-1: (scores
     [B, s, H, n] with -inf where a query does not see a row, rows [B, n, d] (dense: one range of rows shared
-    by the block) or [B, s, n, d] (gathered per query), dense); None when no query of the block sees a row."""
+    by the block) or [B, s, n, d] (gathered per query), dense); None when no query of the block sees a row.
+    buf: flat fp32 storage for dense scores (None: a new tensor)."""
     bsz, s, heads, _ = qb.shape
     if isinstance(sel, Span):
         first, end = sel.first[:, s0:s1], sel.first[:, s0:s1] + sel.count[:, s0:s1]
@@ -152,7 +168,7 @@ def _attn_part(
         lo = int(torch.where(seen, first, first.new_tensor(kv.shape[1])).min())
         hi = int(torch.where(seen, end, 0).max())
         rows = kv[:, lo:hi].float()
-        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2)).view(bsz, s, heads, hi - lo)
+        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2), buf).view(bsz, s, heads, hi - lo)
         # rows in [a, e) are seen by every query of the block: only the columns outside need the mask
         first, end = torch.where(seen, first - lo, 0), torch.where(seen, end - lo, 0)
         a, e = int(first.max()), int(end.min())
@@ -174,7 +190,7 @@ def _attn_part(
         # entries, top-k): mask = gather.
         span = hi - lo + 1
         rows = kv[:, lo : hi + 1].float()
-        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2)).view(bsz, s, heads, span)
+        sc = _bmm(qb.flatten(1, 2), rows.transpose(1, 2), buf).view(bsz, s, heads, span)
         # Every query indexing every row of the range needs no mask; distinct indices make the count tell.
         if int(valid.sum()) != bsz * s * span:
             mask = torch.zeros(bsz, s, span + 1, dtype=torch.bool, device=qb.device)
