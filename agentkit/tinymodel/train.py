@@ -135,16 +135,19 @@ def init_weights(model: Model, seed: int) -> None:
             )
 
 
-def param_groups(model: Model) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(Muon params, AdamW params): Muon for the hidden Linear matrices; AdamW for embed, head, router,
-    mHC, norms, sinks and positional biases (not matrices Muon's orthogonalised step suits)."""
+def param_groups(model: Model) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon, AdamW tables, AdamW gains): Muon for the hidden Linear matrices; AdamW for the other matrices
+    (embedding, head, router, mHC mixes) and, at a higher rate, the 1-D gains (norm weights, mHC scales and
+    biases, attention sinks). The gains need the higher rate: q is RMS-normed without a weight and K=V is
+    scaled by kv_norm's, so that weight alone sets how sharply a head can attend (copy one exact token out
+    of hundreds), and at the tables' rate it moves only ~0.3% a step."""
     muon: list[nn.Parameter] = []
     for name, module in model.named_modules():
         if isinstance(module, Linear) and name != "head" and module.weight.requires_grad:
             muon.append(module.weight)
     ids = {id(p) for p in muon}
-    adamw = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-    return muon, adamw
+    rest = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    return muon, [p for p in rest if p.dim() > 1], [p for p in rest if p.dim() <= 1]
 
 
 class RouterBalancer:
@@ -259,6 +262,7 @@ class TrainOptions:
     batch_tokens: int = 3000  # task tokens per step (the shared prefix comes on top)
     muon_lr: float = 0.02
     adamw_lr: float = 3e-3
+    gain_lr: float = 0.02
     warmup_steps: int = 10
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
@@ -289,10 +293,11 @@ def train(
     Returns the log records (also appended to `opt.log` as JSON lines)."""
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
-    muon_params, adamw_params = param_groups(model)
+    muon_params, tables, gains = param_groups(model)
     muon = Muon(muon_params, lr=opt.muon_lr)
-    adamw = torch.optim.AdamW(adamw_params, lr=opt.adamw_lr, betas=(0.9, 0.95), weight_decay=0.0)
-    optims = [(muon, opt.muon_lr), (adamw, opt.adamw_lr)]
+    adamw = torch.optim.AdamW(tables, lr=opt.adamw_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    adamw_gains = torch.optim.AdamW(gains, lr=opt.gain_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optims = [(muon, opt.muon_lr), (adamw, opt.adamw_lr), (adamw_gains, opt.gain_lr)]
     balancer = RouterBalancer(model)
     eval_prefix = prefixes(random.Random(opt.seed + 1))
     stream = batches(
@@ -484,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # single-threaded than with two threads waiting on each other.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -491,9 +497,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     coarse = [coarse_variant(tok, keep) for keep in (0.15, 0.35, 0.6)]
     examples = trajectory_examples(tok, train_recs, coarse=coarse)
     heldout = trajectory_examples(tok, held_recs[:32], chat_every=10**9)
-    cfg = agent_config(tok.get_vocab_size())
-    model = Model(cfg)
-    init_weights(model, args.seed)
+    if args.init is not None:
+        from agentkit.runtime.loader import load_model
+
+        if (args.init / "tokenizer.json").read_bytes() != (tok_dir / "tokenizer.json").read_bytes():
+            raise SystemExit(f"--init {args.init}: another tokenizer than {tok_dir}'s; use that run's --out")
+        model = load_model(args.init).train()
+    else:
+        model = Model(agent_config(tok.get_vocab_size()))
+        init_weights(model, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters; {len(examples)} training examples", flush=True)
 
