@@ -102,13 +102,16 @@ def sparse_attn(
     sink = sink.float().view(1, 1, heads, 1)
     if not live:
         return out.zero_()
+    # Training: autograd cannot follow GEMMs written into a buffer (out=...) nor scores overwritten in place
+    # (amax saved them), so a differentiable call takes fresh tensors and out-of-place ops.
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, sink, *(kv for kv, _ in live)))
     per_query = sum(sel.shape[-1] * (dim + heads) for _, sel in live)
     step = min(_query_block(bsz * per_query), DENSE_QUERY_BLOCK)
     # Several blocks (a prefill) write their dense scores into one buffer: a fresh tensor of that size costs
     # a page fault per 4 KiB, as much as the GEMM that fills it. Per set: the rows a block's range can span.
     sizes = [bsz * step * heads * max(sel.shape[-1] + step, DENSE_FACTOR * sel.shape[-1]) for _, sel in live]
     ws = [None] * len(live)
-    if seqlen > step:
+    if seqlen > step and not grad:
         ws = list(torch.empty(sum(sizes), dtype=torch.float32, device=q.device).split(sizes))
     for s0 in range(0, seqlen, step):
         s1 = min(seqlen, s0 + step)
@@ -127,7 +130,7 @@ def sparse_attn(
         den = torch.exp(sink - m)
         o = torch.zeros_like(qb)
         for sc, rows, dense in parts:
-            p = sc.sub_(m).exp_()
+            p = (sc - m).exp() if grad else sc.sub_(m).exp_()
             den = den + p.sum(-1, keepdim=True)
             # matmuls, not einsum: the same bmm without einsum's planning cost on every decode step
             o += _bmm(p.flatten(1, 2), rows).view(o.shape) if dense else p @ rows
@@ -144,6 +147,8 @@ def _bmm(a: torch.Tensor, b: torch.Tensor, buf: torch.Tensor | None = None) -> t
         buf = None  # rows spread wider than the buffer was sized for
     if buf is None and a.shape[0] == 1:
         return (a[0] @ b[0]).unsqueeze(0)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return torch.stack([a[i] @ b[i] for i in range(a.shape[0])])  # out= does not differentiate
     if buf is None:
         out = torch.empty(shape, dtype=a.dtype, device=a.device)
     else:
@@ -219,6 +224,9 @@ def indexer_topk(
     scores: lower index first), -1 where fewer entries are visible. reduce_heads sums the scores [B, s, t]
     over ranks when the heads are split across them (tensor parallel).
     """
+    if torch.is_grad_enabled():  # integer indices: nothing to differentiate, and its GEMMs write with out=
+        with torch.no_grad():
+            return indexer_topk(q, weights, keys, n_visible, topk, reduce_heads)
     bsz, seqlen, heads = q.shape[:3]
     t = keys.shape[1]
     k = min(topk, t)
