@@ -14,20 +14,28 @@ and collapses one D-slice of the streams (each D-slice program redoes the tiny S
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from ._triton import tl, triton
+from .cpu_sinkhorn import sinkhorn_
 
 # Up to this many n x n matrices the Sinkhorn loop of hc_weights_ref runs in NumPy on CPU: for the few tokens
 # of a decode step its ~120 tiny ops cost far more in torch dispatch than in arithmetic.
 SINKHORN_NUMPY_MAX = 64
 
 
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    # a dtype check in Python: a no-op .float() still costs a dispatch, and a decode step makes ~50 of these
+    return t if t.dtype == torch.float32 else t.float()
+
+
 def hc_mix_ref(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
     """mHC logits: x [B, S, n, D] -> (flatten(x) @ fn^T) * rsqrt(mean(x^2) + norm_eps), fp32 [B, S, rows]."""
-    xf = x.flatten(2).float()
-    return (xf @ fn.float().t()) * torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
+    xf = _f32(x.flatten(2))
+    return (xf @ _f32(fn).t()) * torch.rsqrt(xf.square().mean(-1, keepdim=True) + norm_eps)
 
 
 def _sinkhorn_numpy(a: np.ndarray, iters: int, eps: float) -> None:
@@ -49,16 +57,28 @@ def _sinkhorn_numpy(a: np.ndarray, iters: int, eps: float) -> None:
         div(a, col, a)
 
 
+@functools.cache
+def _scale_index(n: int, device: torch.device) -> torch.Tensor:
+    """Which of the three scales multiplies each of the (2+n)n logits: pre, post, comb."""
+    with torch.inference_mode(False):  # kept across calls: an inference tensor could not join autograd later
+        return torch.tensor([0] * n + [1] * n + [2] * n * n, device=device)
+
+
 def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n: int, iters: int,
                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mix [..., (2+n)n] fp32 -> pre [..., n], post [..., n], comb [..., n, n]."""
-    scale, base = scale.float(), base.float()
-    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
-    post = 2 * torch.sigmoid(mix[..., n:2 * n] * scale[1] + base[n:2 * n])
-    comb = (mix[..., 2 * n:] * scale[2] + base[2 * n:]).unflatten(-1, (n, n)).softmax(-1) + eps
-    if comb.device.type == "cpu" and not comb.requires_grad and comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
-        _sinkhorn_numpy(comb.numpy(), iters, eps)  # shares comb's memory: normalised in place
-        return pre, post, comb
+    # one scale-and-shift over all logits (mix * scale_k + base, the same products and sums per element)
+    z = torch.addcmul(_f32(base), mix, _f32(scale)[_scale_index(n, mix.device)])
+    gates = torch.sigmoid(z[..., : 2 * n])
+    pre = gates[..., :n] + eps
+    post = gates[..., n:] * 2
+    comb = z[..., 2 * n:].unflatten(-1, (n, n)).softmax(-1) + eps
+    if comb.device.type == "cpu" and not comb.requires_grad and not torch.compiler.is_compiling():
+        if sinkhorn_(comb, iters, eps):  # the loop below in C, in place
+            return pre, post, comb
+        if comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
+            _sinkhorn_numpy(comb.numpy(), iters, eps)  # shares comb's memory: normalised in place
+            return pre, post, comb
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
@@ -70,13 +90,20 @@ def hc_pre_ref(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: tor
                eps: float, norm_eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference for hc_pre (same contract as the runtime's `ops.hc_pre`)."""
     pre, post, comb = hc_weights_ref(hc_mix_ref(x, fn, norm_eps), scale, base, x.shape[2], iters, eps)
-    return (pre.unsqueeze(-1) * x.float()).sum(2).to(x.dtype), post, comb
+    # sum_j pre_j x_j as a [1, n] @ [n, D] product per token: one op instead of a product and a sum
+    y = (pre.unsqueeze(-2) @ _f32(x)).squeeze(-2)
+    return (y if y.dtype == x.dtype else y.to(x.dtype)), post, comb
 
 
 def hc_post_ref(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
     """Reference for hc_post (same contract as the runtime's `ops.hc_post`)."""
-    mixed = comb.float().transpose(-1, -2) @ res.float()  # [B, S, j, D]; einsum's CPU overhead is 4x
-    return (post.unsqueeze(-1) * f.float().unsqueeze(2) + mixed).to(res.dtype)
+    # [B, S, j, D]: one GEMM per token over [comb^T | post] and [res; f] (einsum's CPU overhead is 4x)
+    mixed = torch.baddbmm(
+        (post.unsqueeze(-1) * _f32(f).unsqueeze(-2)).flatten(0, 1),
+        _f32(comb).transpose(-1, -2).flatten(0, 1),
+        _f32(res).flatten(0, 1),
+    ).view(res.shape)
+    return mixed if mixed.dtype == res.dtype else mixed.to(res.dtype)
 
 
 @triton.jit

@@ -53,11 +53,11 @@ class Attention(nn.Module):
         """x [B, S, D] (normed) -> [B, S, D]. Reads and updates `cache` for the rows' new tokens."""
         bsz, seqlen, _ = x.shape
         # the table depends only on whether the layer compresses (rope.layer_inv_freq): shared per call
-        cos, sin = step.memo(("cos_sin", self.ratio > 0), lambda: cos_sin(step.positions, self.freqs))
+        rot = step.memo(("cos_sin", self.ratio > 0), lambda: cos_sin(step.positions, self.freqs))
         qr = self.q_norm(self.wq_a(x))  # [B, S, R_q]
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
-        q = apply_rope(ops.rms_norm(q, None, self.eps), cos, sin)
-        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # [B, S, d]
+        q = apply_rope(ops.rms_norm(q, None, self.eps), rot)
+        kv = apply_rope(self.kv_norm(self.wkv(x)), rot)  # [B, S, d]
         if self.quant_sim:
             kv = ops.kv_quant_sim(kv, self.rope_dim)
         kv = kv.to(cache.dtype)
@@ -76,7 +76,7 @@ class Attention(nn.Module):
 
         o = ops.sparse_attn(q, kv_sets, self.attn_sink, self.scale)  # [B, S, H, d]
         self._write_window(kv, step, cache)
-        o = apply_rope(o, cos, sin, inverse=True)
+        o = apply_rope(o, rot, inverse=True)
         # Grouped low-rank output: group g holds heads g*H/G .. (g+1)*H/G-1.
         o = o.reshape(bsz * seqlen, self.groups, -1)
         wo_a = self.wo_a.dense_weight().view(self.groups, -1, o.shape[-1])  # [G, R_o, H*d/G]

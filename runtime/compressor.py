@@ -64,8 +64,8 @@ class Compressor(nn.Module):
                 else:
                     pool_kv, pool_sc = seq_kv[rows], seq_score[rows]
                 entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.dtype))
-                cos, sin = cos_sin((blocks * m).unsqueeze(0), freqs)
-                entry = apply_rope(entry.unsqueeze(0), cos, sin).squeeze(0)
+                rot = cos_sin((blocks * m).unsqueeze(0), freqs)
+                entry = apply_rope(entry.unsqueeze(0), rot).squeeze(0)
                 if self.quant_sim == "fp8":
                     entry = ops.kv_quant_sim(entry, self.rope_dim)
                 elif self.quant_sim == "fp4":

@@ -45,8 +45,8 @@ class Indexer(nn.Module):
         bsz, seqlen, _ = x.shape
         self.compressor(x, step, cache, freqs)
         q = self.wq_b(qr).view(bsz, seqlen, self.n_heads, self.head_dim)
-        cos, sin = step.memo(("cos_sin", True), lambda: cos_sin(step.positions, freqs))  # as attention's
-        q = apply_rope(q, cos, sin)
+        rot = step.memo(("cos_sin", True), lambda: cos_sin(step.positions, freqs))  # as attention's
+        q = apply_rope(q, rot)
         if self.quant_sim:
             q = ops.index_quant_sim(q)
         w = self.weights_proj(x).float() * self.weight_scale  # [B, S, Hi]

@@ -44,26 +44,29 @@ def layer_inv_freq(cfg: ModelConfig, ratio: int, rope_dim: int | None = None) ->
     )
 
 
-def cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [...] int -> the rotation tables in pair form, cos, sin [..., rope_dim / 2, 2] fp32: cos as
-    (c, c) and sin as (-s, s) per (even, odd) pair, so apply_rope is two products and a sum."""
+def cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """positions [...] int -> the rotations [..., rope_dim / 2] complex64, cos + i sin per (even, odd) pair:
+    apply_rope is then one complex product (x0 c - x1 s, x1 c + x0 s: the same roundings as the real form)."""
     angles = positions.float().unsqueeze(-1) * freqs.float()
-    c, s = angles.cos(), angles.sin()
-    return torch.stack((c, c), -1), torch.stack((-s, s), -1)
+    return torch.complex(angles.cos(), angles.sin())
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Rotate the trailing 2*cos.shape[-2] channels of x as adjacent (even, odd) pairs.
+def _as_complex(t: torch.Tensor) -> torch.Tensor:
+    """[..., r] fp32 -> [..., r/2] complex64 view (a copy only when the pairs do not sit at even offsets)."""
+    t = t.unflatten(-1, (-1, 2))
+    if t.storage_offset() % 2 or any(st % 2 for st in t.stride()[:-1]):
+        t = t.contiguous()
+    return torch.view_as_complex(t)
 
-    x: [B, S, ..., d]; cos/sin: [B, S, r/2, 2] from cos_sin (broadcast over the middle dims). inverse=True
-    rotates by the conjugate (undoes a rotation at the same position). Per pair: (x0 c - x1 s, x1 c + x0 s),
-    computed as rot * (c, c) + swap(rot) * (-s, s): the same roundings, a third of the ops."""
-    r = cos.shape[-2] * 2
-    extra = x.dim() - cos.dim() + 1
-    shape = cos.shape[:2] + (1,) * extra + cos.shape[2:]
-    c, s = cos.view(shape), sin.view(shape)
-    if inverse:
-        s = -s
-    rot = x[..., -r:].float().unflatten(-1, (r // 2, 2))
-    out = (rot * c + rot.flip(-1) * s).flatten(-2)
-    return torch.cat((x[..., :-r], out.to(x.dtype)), dim=-1)
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Rotate the trailing 2*rot.shape[-1] channels of x as adjacent (even, odd) pairs.
+
+    x: [B, S, ..., d]; rot: [B, S, r/2] complex from cos_sin (broadcast over the middle dims). inverse=True
+    rotates by the conjugate (undoes a rotation at the same position)."""
+    r = rot.shape[-1] * 2
+    rot = rot.view(rot.shape[:2] + (1,) * (x.dim() - rot.dim()) + rot.shape[2:])
+    tail = x[..., -r:]
+    out = torch.view_as_real(_as_complex(tail if tail.dtype == torch.float32 else tail.float())
+                             * (rot.conj() if inverse else rot)).flatten(-2)
+    return torch.cat((x[..., :-r], out if out.dtype == x.dtype else out.to(x.dtype)), dim=-1)

@@ -1,0 +1,73 @@
+"""The decode step's fewer-op forms against the plain formulas they replace."""
+
+from __future__ import annotations
+
+import torch
+from agentkit.kernels import mhc
+from agentkit.kernels.cpu_sinkhorn import sinkhorn_
+from agentkit.runtime import ops
+from agentkit.runtime.rope import apply_rope, cos_sin
+
+
+def _sinkhorn_torch(c: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
+    c = c / (c.sum(-2, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        c = c / (c.sum(-1, keepdim=True) + eps)
+        c = c / (c.sum(-2, keepdim=True) + eps)
+    return c
+
+
+def test_c_sinkhorn_equals_the_torch_loop_bit_for_bit() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 4):
+        z = (torch.randn(3, 5, n, n, generator=g) * 3).softmax(-1) + 1e-6
+        a = z.clone()
+        assert sinkhorn_(a, 20, 1e-6), "the C loop did not build: is a C compiler (cc) installed?"
+        assert torch.equal(a, _sinkhorn_torch(z, 20, 1e-6))
+        torch.testing.assert_close(a.sum(-2), torch.ones(3, 5, n), atol=1e-5, rtol=0)
+
+
+def test_mhc_reference_forms() -> None:
+    g = torch.Generator().manual_seed(1)
+    n, d = 4, 48
+    x = torch.randn(2, 3, n, d, generator=g)
+    fn = torch.randn((2 + n) * n, n * d, generator=g) * 0.05
+    scale, base = torch.rand(3, generator=g) + 0.5, torch.randn((2 + n) * n, generator=g)
+    y, post, comb = mhc.hc_pre_ref(x, fn, scale, base, 20, 1e-6, 1e-6)
+    mix = (x.flatten(2) @ fn.t()) * torch.rsqrt(x.flatten(2).square().mean(-1, keepdim=True) + 1e-6)
+    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + 1e-6
+    torch.testing.assert_close(post, 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n]))
+    c = (mix[..., 2 * n :] * scale[2] + base[2 * n :]).unflatten(-1, (n, n)).softmax(-1) + 1e-6
+    torch.testing.assert_close(comb, _sinkhorn_torch(c, 20, 1e-6))
+    torch.testing.assert_close(y, (pre.unsqueeze(-1) * x).sum(2))
+    f, res = torch.randn(2, 3, d, generator=g), torch.randn(2, 3, n, d, generator=g)
+    want = post.unsqueeze(-1) * f.unsqueeze(2) + (comb.unsqueeze(-1) * res.unsqueeze(-2)).sum(2)
+    torch.testing.assert_close(mhc.hc_post_ref(f, res, post, comb), want)
+
+
+def test_rms_norm_fused_path_equals_the_formula() -> None:
+    x = torch.randn(2, 7, 3, 64) * 3
+    w = torch.rand(64)
+    want = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6) * w
+    torch.testing.assert_close(ops.rms_norm(x, w, 1e-6), want, rtol=1e-6, atol=1e-6)
+    bf = ops.rms_norm(x.bfloat16(), w, 1e-6)  # other dtypes: computed in fp32, returned in theirs
+    assert bf.dtype == torch.bfloat16
+    torch.testing.assert_close(bf.float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_rope_pairs_and_inverse() -> None:
+    g = torch.Generator().manual_seed(2)
+    pos = torch.tensor([[0, 3, 17, 1000]])
+    freqs = torch.rand(4, generator=g)
+    rot = cos_sin(pos, freqs)
+    x = torch.randn(1, 4, 3, 12, generator=g)
+    y = apply_rope(x, rot)
+    a = pos.float().unsqueeze(-1) * freqs
+    c, s = a.cos().unsqueeze(2), a.sin().unsqueeze(2)
+    x0, x1 = x[..., 4::2], x[..., 5::2]
+    torch.testing.assert_close(y[..., 4::2], x0 * c - x1 * s)
+    torch.testing.assert_close(y[..., 5::2], x1 * c + x0 * s)
+    assert torch.equal(y[..., :4], x[..., :4])  # nope channels untouched
+    torch.testing.assert_close(apply_rope(y, rot, inverse=True), x)
+    odd = torch.randn(1, 4, 3, 13, generator=g)[..., 1:]  # pairs at odd storage offsets: copied, same result
+    torch.testing.assert_close(apply_rope(odd, rot), apply_rope(odd.contiguous(), rot))
