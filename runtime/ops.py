@@ -100,6 +100,8 @@ def sparse_attn(
     # once, while this takes queries in blocks under a working-set budget, so long prompts on CPU cost memory
     # linear in their length. More than two KV sets also land here: the kernel takes at most two.
     bsz, seqlen, heads, dim = q.shape
+    if seqlen == 1 and live:
+        return _sparse_attn_decode(q, live, sink, scale)
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
     if not live:
@@ -138,6 +140,47 @@ def sparse_attn(
             o += _bmm(p.flatten(1, 2), rows).view(o.shape) if dense else p @ rows
         out[:, s0:s1] = (o / den).to(q.dtype)
     return out
+
+
+def _sparse_attn_decode(
+    q: torch.Tensor, live: Sequence[KVSet], sink: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """sparse_attn for one query per row (a decode step) in few ops: each set's rows (a Span's range, or
+    the indexed rows gathered), their scores [B, H, n] masked where a row is not seen, then one softmax over
+    the sink and every set's scores together."""
+    bsz, _, heads, dim = q.shape
+    qs = q[:, 0].float() * scale  # [B, H, d]
+    scores, values = [sink.float().view(1, heads, 1).expand(bsz, heads, 1)], []
+    for kv, sel in live:
+        if isinstance(sel, Span):
+            first, count = sel.first[:, 0], sel.count[:, 0]
+            lo, hi = int(torch.where(count > 0, first, kv.shape[1]).min()), int((first + count).max())
+            if hi <= lo:
+                continue
+            rows = kv[:, lo:hi]  # [B, n, d]
+            hidden = None
+            if bsz > 1 or lo != int(first[0]) or hi != int(first[0] + count[0]):
+                col = torch.arange(lo, hi, device=q.device)
+                hidden = (col < first.unsqueeze(-1)) | (col >= (first + count).unsqueeze(-1))  # [B, n]
+        else:
+            idx = sel[:, 0]  # [B, T]
+            rows = _gather_rows(kv, idx.clamp(min=0).unsqueeze(1)).squeeze(1)  # [B, T, d]
+            hidden = idx < 0
+        rows = rows if rows.dtype == torch.float32 else rows.float()
+        sc = torch.bmm(qs, rows.transpose(1, 2))  # [B, H, n]
+        if hidden is not None:
+            sc = sc.masked_fill(hidden.unsqueeze(1), float("-inf"))
+        scores.append(sc)
+        values.append(rows)
+    p = torch.cat(scores, -1).softmax(-1)  # the sink's share is dropped: it adds to the denominator only
+    o, at = None, 1
+    for rows in values:
+        part = torch.bmm(p[..., at : at + rows.shape[1]], rows)  # [B, H, d]
+        o = part if o is None else o + part
+        at += rows.shape[1]
+    if o is None:
+        return torch.zeros_like(q)
+    return (o if o.dtype == q.dtype else o.to(q.dtype)).unsqueeze(1)
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Tensor:

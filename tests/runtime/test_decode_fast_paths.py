@@ -71,3 +71,25 @@ def test_rope_pairs_and_inverse() -> None:
     torch.testing.assert_close(apply_rope(y, rot, inverse=True), x)
     odd = torch.randn(1, 4, 3, 13, generator=g)[..., 1:]  # pairs at odd storage offsets: copied, same result
     torch.testing.assert_close(apply_rope(odd, rot), apply_rope(odd.contiguous(), rot))
+
+
+def test_one_query_attention_matches_the_kernel_reference() -> None:
+    from agentkit.kernels.sparse_attention import sparse_attention_ref
+
+    g = torch.Generator().manual_seed(3)
+    b, h, d = 3, 4, 16
+    q = torch.randn(b, 1, h, d, generator=g)
+    win = torch.randn(b, 20, d, generator=g)
+    ent = torch.randn(b, 30, d, generator=g)
+    sink = torch.randn(h, generator=g)
+    # rows: a full window, a short one (sequence start), none at all
+    span = ops.Span(torch.tensor([[1], [12], [0]]), torch.tensor([[19], [8], [0]]), 19)
+    idx = torch.randint(0, 30, (b, 1, 6), generator=g)
+    idx[1, 0, 4:] = -1
+    idx[2] = -1
+    got = ops.sparse_attn(q, [(win, span), (ent, idx)], sink, 0.25)
+    want = sparse_attention_ref(q, [(win, span.indices()), (ent, idx)], sink, 0.25)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[2], torch.zeros_like(got[2]))  # no visible row: zeros
+    one = ops.sparse_attn(q[:1], [(win[:1], ops.Span(span.first[:1], span.count[:1], 19))], sink, 0.25)
+    torch.testing.assert_close(one, sparse_attention_ref(q[:1], [(win[:1], span.indices()[:1])], sink, 0.25))
