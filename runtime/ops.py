@@ -288,6 +288,8 @@ def indexer_topk(
     most = int(n_visible.max())
     if most == 0:
         return out
+    if seqlen == 1:
+        return _indexer_topk_decode(q, weights, keys[:, :most], n_visible, k, reduce_heads, out)
     kt = keys.float().transpose(1, 2)  # [B, di, T]
     rows = min(INDEX_ROWS, seqlen, _query_block(bsz * most))  # a block's scores [B, rows, most]: in budget
     buf = None  # one buffer for every block's scores: fresh memory costs a page fault per 4 KiB written
@@ -302,6 +304,32 @@ def indexer_topk(
         scores, buf = _index_scores(q[:, s0:s1], weights[:, s0:s1], kt[..., :seen], nv, k, reduce_heads, buf)
         idx = _select_topk(scores, k)  # [B, s, min(k, seen)]
         out[:, s0:s1, : idx.shape[-1]] = torch.where(idx < nv.unsqueeze(-1), idx, -1)
+    return out
+
+
+def _indexer_topk_decode(
+    q: torch.Tensor,
+    w: torch.Tensor,
+    keys: torch.Tensor,
+    n_visible: torch.Tensor,
+    k: int,
+    reduce_heads: Callable[[torch.Tensor], torch.Tensor] | None,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """indexer_topk for one query per row (a decode step): the scores of the visible entries keys [B, t, di]
+    as two bmms, then one top-k over order keys (ties to the lower index, as _select_topk)."""
+    t = keys.shape[1]
+    kf = keys if keys.dtype == torch.float32 else keys.float()
+    logits = torch.bmm(q[:, 0].float(), kf.transpose(1, 2)).relu_()  # [B, Hi, t]
+    scores = torch.bmm(w.float(), logits)  # [B, 1, t]: sum_h w[h] relu(q[h] . k)
+    if reduce_heads is not None:
+        scores = reduce_heads(scores)
+    if bool((n_visible < t).any()):  # rows of a batch that see fewer entries
+        hidden = torch.arange(t, device=q.device) >= n_visible.unsqueeze(-1)  # [B, 1, t]
+        scores = scores.masked_fill(hidden, float("-inf"))
+    low = ~torch.arange(t, dtype=torch.int32, device=q.device)
+    idx = _order_key(scores, low).topk(min(k, t), dim=-1).indices  # [B, 1, min(k, t)]
+    out[..., : idx.shape[-1]] = torch.where(idx < n_visible.unsqueeze(-1), idx, -1)
     return out
 
 

@@ -93,3 +93,19 @@ def test_one_query_attention_matches_the_kernel_reference() -> None:
     assert torch.equal(got[2], torch.zeros_like(got[2]))  # no visible row: zeros
     one = ops.sparse_attn(q[:1], [(win[:1], ops.Span(span.first[:1], span.count[:1], 19))], sink, 0.25)
     torch.testing.assert_close(one, sparse_attention_ref(q[:1], [(win[:1], span.indices()[:1])], sink, 0.25))
+
+
+def test_one_query_indexer_selection_equals_the_reference_and_the_block_path() -> None:
+    from agentkit.kernels.indexer import indexer_topk_ref
+
+    g = torch.Generator().manual_seed(4)
+    for b, h, t in [(1, 4, 40), (3, 2, 50), (2, 1, 9)]:
+        q, w = torch.randn(b, 1, h, 8, generator=g), torch.randn(b, 1, h, generator=g)
+        keys = torch.randn(b, t, 8, generator=g)
+        keys[:, 5] = keys[:, 3]  # equal scores: the lower index first
+        nv = torch.randint(1, t + 1, (b, 1), generator=g)
+        nv[0] = t
+        got = ops.indexer_topk(q, w, keys, nv, 6)
+        assert torch.equal(got, indexer_topk_ref(q, w, keys, nv, 6))
+        two = ops.indexer_topk(q.expand(b, 2, h, 8), w.expand(b, 2, h), keys, nv.expand(b, 2), 6)
+        assert torch.equal(two[:, :1], got)
