@@ -31,7 +31,7 @@ class Expert(nn.Module):
         h = ops.swiglu(self.w1(x), self.w3(x), self.limit)
         if weight is not None:
             h = weight * h
-        return self.w2(h.to(x.dtype))
+        return self.w2(h if h.dtype == x.dtype else h.to(x.dtype))
 
 
 class Gate(nn.Module):
@@ -54,7 +54,8 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, D], input_ids [N] -> (weights [N, k] fp32, indices [N, k] int64)."""
-        logits = F.linear(x.float(), self.weight.float())
+        w = self.weight if self.weight.dtype == torch.float32 else self.weight.float()
+        logits = F.linear(x if x.dtype == torch.float32 else x.float(), w)
         if self.score_func == "sqrtsoftplus":
             scores = F.softplus(logits).sqrt()
         elif self.score_func == "softmax":
@@ -100,5 +101,6 @@ class MoE(nn.Module):
         weights, indices = self.gate(flat, input_ids.reshape(-1))
         y = self.parallel.all_reduce(ops.moe_experts(flat, indices, weights, list(self.experts)))
         if self.shared_experts is not None:
-            y = y + self.shared_experts(flat).float()
-        return y.to(x.dtype).view(shape)
+            s = self.shared_experts(flat)
+            y = y + (s if s.dtype == torch.float32 else s.float())
+        return (y if y.dtype == x.dtype else y.to(x.dtype)).view(shape)

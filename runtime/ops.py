@@ -153,15 +153,17 @@ def _sparse_attn_decode(
     scores, values = [sink.float().view(1, heads, 1).expand(bsz, heads, 1)], []
     for kv, sel in live:
         if isinstance(sel, Span):
-            first, count = sel.first[:, 0], sel.count[:, 0]
-            lo, hi = int(torch.where(count > 0, first, kv.shape[1]).min()), int((first + count).max())
-            if hi <= lo:
+            ranges = [(f, f + c) for f, c in zip(sel.first.view(-1).tolist(), sel.count.view(-1).tolist(),
+                                                 strict=True) if c > 0]
+            if not ranges:
                 continue
+            lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
             rows = kv[:, lo:hi]  # [B, n, d]
             hidden = None
-            if bsz > 1 or lo != int(first[0]) or hi != int(first[0] + count[0]):
+            if len(ranges) < bsz or any(r != (lo, hi) for r in ranges):  # rows see different ranges
+                first, end = sel.first, sel.first + sel.count  # [B, 1]
                 col = torch.arange(lo, hi, device=q.device)
-                hidden = (col < first.unsqueeze(-1)) | (col >= (first + count).unsqueeze(-1))  # [B, n]
+                hidden = (col < first) | (col >= end)  # [B, n]
         else:
             idx = sel[:, 0]  # [B, T]
             rows = _gather_rows(kv, idx.clamp(min=0).unsqueeze(1)).squeeze(1)  # [B, T, d]
@@ -541,12 +543,15 @@ def moe_experts(
     """Routed-expert loop. x [N, D]; indices [N, k] int64; weights [N, k] fp32; experts[e](x_e [n, D],
     w_e [n, 1]) -> [n, D] applies the routing weight itself (before its down projection). Returns fp32 [N,
     D]. An expert that is None lives on another rank (expert parallel): its tokens are summed there."""
-    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     if x.shape[0] == 1:  # one token (decoding): call its experts directly, in the order the loop below adds
+        out = None
         for slot, e in sorted(enumerate(indices[0].tolist()), key=lambda p: p[1]):
             if experts[e] is not None:
-                out += experts[e](x, weights[:, slot : slot + 1]).float()
-        return out
+                y = experts[e](x, weights[:, slot : slot + 1])
+                y = y if y.dtype == torch.float32 else y.float()
+                out = y if out is None else out + y  # 0 + y is y: the first sum needs no zeros
+        return torch.zeros(x.shape, dtype=torch.float32, device=x.device) if out is None else out
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     counts = torch.bincount(indices.flatten(), minlength=len(experts)).tolist()
     for e, count in enumerate(counts):
         if count == 0 or experts[e] is None:
@@ -559,8 +564,8 @@ def moe_experts(
 
 def swiglu(g: torch.Tensor, u: torch.Tensor, limit: float) -> torch.Tensor:
     """Clamped SwiGLU in fp32: silu(min(g, L)) * clamp(u, -L, L) (no lower clamp on the gate)."""
-    g = g.float()
-    u = u.float()
+    g = g if g.dtype == torch.float32 else g.float()
+    u = u if u.dtype == torch.float32 else u.float()
     if limit > 0:
         g = g.clamp(max=limit)
         u = u.clamp(-limit, limit)
