@@ -123,6 +123,7 @@ def train_tiny(
     tasks: Annotated[int, typer.Option(help="training tasks (expert trajectories run in a sandbox)")] = 2500,
     seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, or cuda when a GPU is available")] = "cpu",
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
@@ -140,6 +141,8 @@ def train_tiny(
         str(seed),
         "--threads",
         str(threads),
+        "--device",
+        device,
     ]
     if steps is not None:
         argv += ["--steps", str(steps)]

@@ -44,6 +44,9 @@ class Batch:
     mask: torch.Tensor  # [B, S] bool, True where token t is a loss target
     lengths: torch.Tensor  # [B] int64, real (unpadded) tokens per row
 
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.ids.to(device), self.mask.to(device), self.lengths.to(device))
+
     @property
     def n_targets(self) -> int:
         return int(self.mask[:, 1:].sum())

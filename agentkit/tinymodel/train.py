@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -157,7 +158,7 @@ class RouterBalancer:
     def __init__(self, model: Model, rate: float = 1e-3) -> None:
         self.rate = rate
         self.gates = [m for m in model.modules() if isinstance(m, Gate) and not m.hashed]
-        self.counts = {id(g): torch.zeros(g.weight.shape[0]) for g in self.gates}
+        self.counts = {id(g): torch.zeros(g.weight.shape[0], device=g.weight.device) for g in self.gates}
         self._hooks = [g.register_forward_hook(self._count) for g in self.gates]
 
     def _count(self, gate: nn.Module, _args: object, out: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -189,10 +190,11 @@ def prefill_prefix(
     identical text for every task, so this is the one place its cost can be cut."""
     with torch.no_grad():
         cache = model.new_cache(1, capacity)
-        ids = torch.tensor([list(prefix_ids)])
+        dev = model.embed.weight.device
+        ids = torch.tensor([list(prefix_ids)], device=dev)
         _, hidden = model(ids, cache=cache, return_hidden=True)
         if model.mtp:  # the MTP block at p is fed token p+1; the prefix's last one is the batch's first token
-            model.mtp_forward(hidden, torch.tensor([list(prefix_ids[1:]) + [next_id]]), cache)
+            model.mtp_forward(hidden, torch.tensor([list(prefix_ids[1:]) + [next_id]], device=dev), cache)
     return cache.select([0] * batch)
 
 
@@ -226,7 +228,7 @@ def evaluate(
     model.eval()
     tot_loss = tot_tok = tot_ok = turns = turns_ok = 0.0
     for i in range(0, len(examples), batch_size):
-        b = collate(examples[i : i + batch_size], pad_id)
+        b = collate(examples[i : i + batch_size], pad_id).to(model.embed.weight.device)
         cache = prefill_prefix(
             model, prefix_ids, int(b.ids[0, 0]), b.ids.shape[0], len(prefix_ids) + b.ids.shape[1]
         )
@@ -307,6 +309,7 @@ def train(
     stream = batches(
         examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
     )
+    dev = model.embed.weight.device
     order = list(copy_ids)
     rng.shuffle(order)  # the warm-up's growing vocabulary: a fixed random order of the tokens
     records: list[dict] = []
@@ -326,11 +329,11 @@ def train(
                     g["lr"] = lr * mult
             if step < opt.copy_warmup and copy_ids:
                 k = min(len(order), 256 + (len(order) - 256) * step // opt.copy_warmup)
-                batch = collate(copy_examples(rng, order[:k], examples[0].ids[0], 64, 32), pad_id)
+                batch = collate(copy_examples(rng, order[:k], examples[0].ids[0], 64, 32), pad_id).to(dev)
                 logits = model(batch.ids, lengths=batch.lengths)
                 main, mtp = _masked_ce(logits[:, :-1], batch.ids[:, 1:], batch.mask[:, 1:]), torch.zeros(())
             else:
-                batch = next(stream)
+                batch = next(stream).to(dev)
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
@@ -433,7 +436,8 @@ def save_model(model: Model, folder: Path, tokenizer_dir: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_checkpoint(tmp, to_official_dtypes(model.state_dict(), cfg), cfg.to_dict())
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_checkpoint(tmp, to_official_dtypes(state, cfg), cfg.to_dict())
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, tmp / name)
     gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "do_sample": False}
@@ -502,10 +506,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # single-threaded than with two threads waiting on each other.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (much faster when a GPU is available)")
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        # autograd runs through the PyTorch references; the Triton kernels are inference-only
+        os.environ["AGENTKIT_KERNELS"] = "torch"
     tok, train_recs, held_recs, tok_dir = build_data(args.out, args.tasks, args.heldout, args.vocab)
     coarse = [coarse_variant(tok, keep) for keep in (0.15, 0.35, 0.6)]
     examples = trajectory_examples(tok, train_recs, coarse=coarse)
@@ -515,10 +523,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if (args.init / "tokenizer.json").read_bytes() != (tok_dir / "tokenizer.json").read_bytes():
             raise SystemExit(f"--init {args.init}: another tokenizer than {tok_dir}'s; use that run's --out")
-        model = load_model(args.init).train()
+        model = load_model(args.init, device=args.device).train()
     else:
         model = Model(agent_config(tok.get_vocab_size()))
         init_weights(model, args.seed)
+        model.to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters; {len(examples)} training examples", flush=True)
 
