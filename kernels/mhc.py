@@ -68,7 +68,7 @@ def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n
                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mix [..., (2+n)n] fp32 -> pre [..., n], post [..., n], comb [..., n, n]."""
     # one scale-and-shift over all logits (mix * scale_k + base, the same products and sums per element)
-    z = torch.addcmul(_f32(base), mix, _f32(scale)[_scale_index(n, mix.device)])
+    z = torch.addcmul(_f32(base), mix, _f32(scale).index_select(0, _scale_index(n, mix.device)))
     gates = torch.sigmoid(z[..., : 2 * n])
     pre = gates[..., :n] + eps
     post = gates[..., n:] * 2
@@ -97,12 +97,8 @@ def hc_pre_ref(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: tor
 
 def hc_post_ref(f: torch.Tensor, res: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
     """Reference for hc_post (same contract as the runtime's `ops.hc_post`)."""
-    # [B, S, j, D]: one GEMM per token over [comb^T | post] and [res; f] (einsum's CPU overhead is 4x)
-    mixed = torch.baddbmm(
-        (post.unsqueeze(-1) * _f32(f).unsqueeze(-2)).flatten(0, 1),
-        _f32(comb).transpose(-1, -2).flatten(0, 1),
-        _f32(res).flatten(0, 1),
-    ).view(res.shape)
+    # [B, S, j, D]: sum_k comb[k, j] res_k as a matmul (einsum's CPU overhead is 4x), then + post_j f
+    mixed = torch.addcmul(_f32(comb).transpose(-1, -2) @ _f32(res), post.unsqueeze(-1), _f32(f).unsqueeze(-2))
     return mixed if mixed.dtype == res.dtype else mixed.to(res.dtype)
 
 
