@@ -37,9 +37,10 @@ class Compressor(nn.Module):
     def forward(self, x: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor) -> None:
         """Feed this call's tokens (x [B, S, D]); write every block they complete into cache.entries."""
         m, c, ring = self.ratio, self.head_dim, self.coff * self.ratio
-        xf = x.float()
+        xf = x if x.dtype == torch.float32 else x.float()
         kv = self.wkv(xf)  # [B, S, coff*c]
-        score = self.wgate(xf) + self.ape[step.positions % m]
+        slot = step.memo(("pos_mod", m), lambda: (step.positions % m).view(-1))  # shared by the layers
+        score = self.wgate(xf) + self.ape.index_select(0, slot).view(*step.positions.shape, -1)
         for b, start, n in step.rows():
             if n == 0:
                 continue
