@@ -8,7 +8,9 @@ on the same random weights, plus cache size at Flash shapes and long-context pre
 Parts: decode (tokens/s, ours vs oracle, same greedy tokens checked), prefill (tokens/s), cache (KV bytes per
 token for Flash at 1M context, from cache structures allocated on the meta device), long (prefill of long
 prompts with a small config: time and peak RSS, the oracle beside it at the lengths its dense mask allows).
-Peak RSS is the process's VmHWM, reset before each measurement.
+Peak RSS is the process's VmHWM, reset before each measurement. Use --threads 1 when other processes hold a
+core: a prefill runs thousands of small parallel regions, and each waits for a descheduled thread (128K
+tokens: 25 s with one thread, 166-262 s with two on a machine whose other core was busy).
 """
 
 from __future__ import annotations
