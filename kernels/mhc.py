@@ -74,7 +74,7 @@ def hc_weights_ref(mix: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, n
     post = gates[..., n:] * 2
     comb = z[..., 2 * n:].unflatten(-1, (n, n)).softmax(-1) + eps
     if comb.device.type == "cpu" and not comb.requires_grad and not torch.compiler.is_compiling():
-        if sinkhorn_(comb, iters, eps):  # the loop below in C, in place
+        if comb.is_contiguous() and sinkhorn_(comb, iters, eps):  # the loop below in C, in place
             return pre, post, comb
         if comb.numel() <= SINKHORN_NUMPY_MAX * n * n:
             _sinkhorn_numpy(comb.numpy(), iters, eps)  # shares comb's memory: normalised in place
