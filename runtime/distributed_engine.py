@@ -170,12 +170,16 @@ class DistributedModel:
         start_pos: int | torch.Tensor | None = None,
         lengths: torch.Tensor | list[int] | None = None,
         return_hidden: bool = False,
+        last_only: bool = False,
     ) -> Any:
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], max(input_ids.shape[1], 1))
         self._sync(cache)
-        self._send(("forward", self._id_of(cache), input_ids.cpu(), _cpu(start_pos), _cpu(lengths)))
-        out = self.model(input_ids, cache, start_pos, lengths, return_hidden)
+        # every rank runs the same head (its collectives must match), so last_only travels with the call
+        self._send(
+            ("forward", self._id_of(cache), input_ids.cpu(), _cpu(start_pos), _cpu(lengths), last_only)
+        )
+        out = self.model(input_ids, cache, start_pos, lengths, return_hidden, last_only=last_only)
         self._ran(cache)
         return out
 
@@ -258,8 +262,8 @@ def follow(model: Model) -> int:
             for dst, src in zip(cache.fixed_tensors(), fixed, strict=True):
                 dst.copy_(src)
         elif op == "forward":
-            _, cid, ids, start_pos, lengths = cmd
-            model(ids.to(dev), caches[cid], _to(start_pos, dev), _to(lengths, dev))
+            _, cid, ids, start_pos, lengths, last_only = cmd
+            model(ids.to(dev), caches[cid], _to(start_pos, dev), _to(lengths, dev), last_only=last_only)
             calls += 1
         elif op == "mtp":
             _, cid, hidden, ids, depth, start_pos, lengths = cmd
