@@ -33,3 +33,19 @@ def test_with_copy_rows_keeps_the_task_rows() -> None:
     assert torch.equal(out.ids[:2], batch.ids) and torch.equal(out.mask[:2], batch.mask)
     assert out.lengths.tolist()[:2] == [12, 3] and (out.ids[:, 0] == 7).all()
     assert copy_examples(random.Random(1), [10, 11], 7, width=6, n=3) == []  # too narrow for a copy
+
+
+def test_skill_probe_runs_and_reports_the_loss() -> None:
+    import math
+
+    import pytest
+
+    from agentkit.tinymodel.probe import probe
+
+    torch.set_num_threads(1)
+    for skill in ("copy", "previous"):
+        out = probe(skill, steps=2, vocab=40, rows=4, width=16, every=1)
+        assert [s for s, _ in out] == [1, 2]
+        assert all(0 < loss < 3 * math.log(40) for _, loss in out)  # starts near a uniform guess
+    with pytest.raises(ValueError, match="unknown skill"):
+        probe("sort", steps=1, vocab=40)
