@@ -73,8 +73,9 @@ def probe(
         for o in optims:
             o.step()
         if step % every == 0:
-            out.append((step, float(loss)))
-            print(f"step {step:5d}  {time.monotonic() - t0:7.1f}s  loss {float(loss):.3f}", flush=True)
+            value = float(loss.detach())
+            out.append((step, value))
+            print(f"step {step:5d}  {time.monotonic() - t0:7.1f}s  loss {value:.3f}", flush=True)
     return out
 
 
