@@ -50,15 +50,22 @@ def eval_command(
                 f"tokens {r['completion_tokens']:>4}  {r['seconds']:.1f}s"
             )
 
-    report = evaluate_checkpoint(
-        model,
-        tasks,
-        on_result=line,
-        sandbox=sandbox,
-        max_steps=max_steps,
-        temperature=temperature,
-        constrained=constrained,
-    )
+    from agentkit.backends.base import BackendError
+    from agentkit.sandboxes.base import SandboxError
+
+    try:
+        report = evaluate_checkpoint(
+            model,
+            tasks,
+            on_result=line,
+            sandbox=sandbox,
+            max_steps=max_steps,
+            temperature=temperature,
+            constrained=constrained,
+        )
+    except (BackendError, SandboxError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
     if out is not None:
         write_report(report, out)
     table = Table(title=f"{split} tasks, {sandbox} sandbox")

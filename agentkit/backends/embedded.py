@@ -86,7 +86,7 @@ class EmbeddedBackend(Backend):
             hint = (
                 "pass checkpoint=FOLDER (config.json, *.safetensors and tokenizer.json), e.g. "
                 "--model embedded:FOLDER, or train the default one with "
-                "`python -m agentkit.tinymodel.train --out DIR`"
+                "`agentkit model train-tiny -o DIR` (then use DIR/model)"
             )
             raise BackendError(f"embedded model: no checkpoint at {path} (no config.json there); {hint}")
         import torch

@@ -75,3 +75,9 @@ def test_agentkit_eval_on_a_checkpoint(tmp_path: Path) -> None:
     )
     assert report["parse_failure_rate"] > 0.5  # random weights rarely write well-formed DSML
 
+
+def test_agentkit_eval_names_a_missing_checkpoint(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["eval", "--model", str(tmp_path / "nope"), "--n", "1", "--sandbox", "local"]
+    )
+    assert res.exit_code == 2 and "no checkpoint at" in res.output and "train-tiny" in res.output
