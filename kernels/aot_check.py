@@ -29,8 +29,9 @@ def _configs() -> list[tuple[str, Any, dict[str, str], dict[str, Any]]]:
     out: list[tuple[str, Any, dict[str, str], dict[str, Any]]] = []
     for fmt, qty, fp4 in (("e4m3", "*fp8e4nv", False), ("e2m1", "*fp32", True)):
         out.append((f"act_quant {fmt}", quant._act_quant_kernel,
-                    {"x_ptr": "*bf16", "q_ptr": qty, "s_ptr": "*fp32", "K": i32, "NB": i32},
-                    {"BLOCK": 32 if fp4 else 128, "QMAX": 6.0 if fp4 else 448.0, "FLOOR": 1e-4, "FP4": fp4}))
+                    {"x_ptr": "*bf16", "q_ptr": qty, "s_ptr": "*fp32", "M": i32, "K": i32, "NB": i32},
+                    {"BM": 32, "BLOCK": 32 if fp4 else 128, "QMAX": 6.0 if fp4 else 448.0, "FLOOR": 1e-4,
+                     "FP4": fp4}))
     out.append(("fp8 cache store", fp8_cache._store_kernel,
                 {"cache_ptr": "*u8", "kv_ptr": "*bf16", "slot_ptr": "*i64", "stride_kv": i32},
                 {"PAGE": 64, "PAGE_BYTES": page_bytes(64)}))
@@ -70,10 +71,12 @@ def _configs() -> list[tuple[str, Any, dict[str, str], dict[str, Any]]]:
                 {"a_ptr": "*fp8e4nv", "sa_ptr": "*fp32", "b_ptr": "*fp8e4nv", "sb_ptr": "*fp32",
                  "c_ptr": "*bf16", "M": i32, "N": i32, "K": i32, "NKB": i32},
                 {"BM": 32, "BN": 64, "BK": 128}))
-    out.append(("grouped fp8 x fp4", moe_gemm._grouped_kernel,
-                {"a_ptr": "*fp8e4nv", "sa_ptr": "*fp32", "w_ptr": "*u8", "sw_ptr": "*fp32", "c_ptr": "*bf16",
-                 "off_ptr": "*i32", "tile_e_ptr": "*i32", "tile_r_ptr": "*i32", "N": i32, "K": i32},
-                {"BM": 16, "BN": 64, "BK": 32}))
+    for sw_bytes in (False, True):  # weight scales as fp32, or as the checkpoint's ue8m0 bytes
+        out.append((f"grouped fp8 x fp4{' e8m0' if sw_bytes else ''}", moe_gemm._grouped_kernel,
+                    {"a_ptr": "*fp8e4nv", "sa_ptr": "*fp32", "w_ptr": "*u8",
+                     "sw_ptr": "*u8" if sw_bytes else "*fp32", "c_ptr": "*bf16", "off_ptr": "*i32",
+                     "tile_e_ptr": "*i32", "tile_r_ptr": "*i32", "N": i32, "K": i32},
+                    {"BM": 16, "BN": 64, "BK": 32, "SW_BYTES": sw_bytes}))
     out.append(("compress pool", compressor._pool_kernel,
                 {"kv_ptr": "*fp32", "sc_ptr": "*fp32", "out_ptr": "*fp32", "R": i32, "C": i32},
                 {"BC": 128, "RB": 8}))

@@ -83,10 +83,12 @@ def fp8_cache_store(cache: torch.Tensor, kv: torch.Tensor, slots: torch.Tensor, 
     _pick(cache.device, m.fp8_cache_store, m.fp8_cache_store_ref)(cache, kv, slots, page_size)
 
 
-def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3") -> tuple[torch.Tensor, torch.Tensor]:
-    """Block quantisation with ue8m0 scales -> (values on the grid, fp32 scales [..., K/block])."""
+def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3",
+              out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block quantisation with ue8m0 scales -> (values on the grid, fp32 scales [..., K/block]); the values
+    are fp32 unless out_dtype (torch.float8_e4m3fn: a GEMM-ready operand on a GPU)."""
     m = _mod("quant")
-    return _pick(x.device, m.act_quant, m.act_quant_ref)(x, block, fmt)
+    return _pick(x.device, m.act_quant, m.act_quant_ref)(x, block, fmt, out_dtype)
 
 
 def indexer_topk(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,

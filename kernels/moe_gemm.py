@@ -9,11 +9,13 @@ values are e4m3 values), so a GPU runs the dot as FP8 x FP8 and the interpreter 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._triton import tl, triton
 from .fp8_gemm import _scales_f32
-from .quant import act_quant, act_quant_ref, dequant_ref, e2m1_to_f32, unpack_e2m1
+from .quant import act_quant, act_quant_ref, dequant_ref, e2m1_to_f32, e8m0_to_f32, unpack_e2m1
 
 FP4_BLOCK = 32
 ACT_BLOCK = 128
@@ -50,7 +52,7 @@ def grouped_fp8_fp4_gemm_ref(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor,
 
 @triton.jit
 def _grouped_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, c_ptr, off_ptr, tile_e_ptr, tile_r_ptr, N, K,
-                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SW_BYTES: tl.constexpr):
     e = tl.load(tile_e_ptr + tl.program_id(0)).to(tl.int64)
     rm = tl.load(tile_r_ptr + tl.program_id(0)) + tl.arange(0, BM)
     mmask = rm < tl.load(off_ptr + e + 1)
@@ -65,7 +67,9 @@ def _grouped_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, c_ptr, off_ptr, tile_e_ptr, ti
         code = tl.where((k[None, :] % 2) == 0, byte & 0xF, (byte >> 4) & 0xF)
         wv = e2m1_to_f32(code).to(a.dtype)  # [BN, BK], exact in e4m3
         sa = tl.load(sa_ptr + rm * (K // 128) + k0 // 128, mask=mmask, other=0.0)
-        sw = tl.load(sw_ptr + (e * N + rn) * (K // 32) + k0 // 32, mask=nmask, other=0.0)
+        sw = tl.load(sw_ptr + (e * N + rn) * (K // 32) + k0 // 32, mask=nmask, other=0)
+        if SW_BYTES:  # ue8m0 bytes as stored in the checkpoint
+            sw = e8m0_to_f32(sw)
         acc += tl.dot(a, tl.trans(wv)) * (sa[:, None] * sw[None, :])
     tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], acc.to(c_ptr.dtype.element_ty),
              mask=mmask[:, None] & nmask[None, :])
@@ -75,7 +79,9 @@ def grouped_fp8_fp4_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw:
                          offsets: torch.Tensor, out_dtype: torch.dtype = torch.float32, block_m: int = 64,
                          block_n: int = 64) -> torch.Tensor:
     """Triton grouped GEMM; same contract as grouped_fp8_fp4_gemm_ref. One program per (row tile of one
-    expert, column tile): the tile list is built from the per-expert counts, so empty experts cost nothing."""
+    expert, column tile): the tile list is built from the per-expert counts, so empty experts cost nothing.
+    Weight scales given as ue8m0 bytes (uint8 or float8_e8m0fnu) are decoded in the kernel, so a checkpoint's
+    scales are used as stored, without an fp32 copy per call."""
     _check(a, sa, w, sw, offsets)
     M, K = a.shape
     E, N, _ = w.shape
@@ -85,11 +91,13 @@ def grouped_fp8_fp4_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw:
     tile_e = torch.repeat_interleave(torch.arange(E, device=a.device, dtype=torch.int32), tiles)
     first = torch.repeat_interleave(torch.cumsum(tiles, 0) - tiles, tiles)  # first tile of each tile's expert
     tile_r = (offsets[:-1][tile_e.long()] + (torch.arange(len(tile_e), device=a.device) - first) * block_m)
+    sw_bytes = sw.dtype in (torch.uint8, torch.float8_e8m0fnu)
     if len(tile_e) and N:
         _grouped_kernel[(len(tile_e), triton.cdiv(N, block_n))](
             a.contiguous(), _scales_f32(sa).contiguous(), w.view(torch.uint8).contiguous(),
-            _scales_f32(sw).contiguous(), out, offsets.contiguous(), tile_e,
-            tile_r.to(torch.int32).contiguous(), N, K, BM=block_m, BN=block_n, BK=FP4_BLOCK)
+            (sw.view(torch.uint8) if sw_bytes else sw.float()).contiguous(), out, offsets.contiguous(),
+            tile_e, tile_r.to(torch.int32).contiguous(), N, K, BM=block_m, BN=block_n, BK=FP4_BLOCK,
+            SW_BYTES=sw_bytes)
     return out
 
 
@@ -110,7 +118,7 @@ def _moe(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, w13: tor
     offsets[1:] = torch.cumsum(torch.bincount(flat, minlength=E), 0)
     xq, xs = quant(x[token], ACT_BLOCK)
     h = _swiglu(gemm(xq, xs, w13, s13, offsets), limit) * weights.reshape(-1)[order].float().unsqueeze(1)
-    hq, hs = quant(h, ACT_BLOCK)
+    hq, hs = quant(h.to(x.dtype), ACT_BLOCK)  # h is rounded to the model dtype before W2, as in the model
     y = gemm(hq, hs, w2, s2, offsets)
     return torch.zeros(x.shape[0], w2.shape[1], device=x.device).index_add_(0, token, y)
 
@@ -126,4 +134,6 @@ def moe_experts_fp4_ref(x: torch.Tensor, indices: torch.Tensor, weights: torch.T
 def moe_experts_fp4(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, w13: torch.Tensor,
                     s13: torch.Tensor, w2: torch.Tensor, s2: torch.Tensor, limit: float) -> torch.Tensor:
     """Triton path of moe_experts_fp4_ref: act_quant kernel + two grouped FP8 x FP4 GEMMs."""
-    return _moe(x, indices, weights, w13, s13, w2, s2, limit, grouped_fp8_fp4_gemm, act_quant)
+    # a GPU multiplies e4m3 operands; the interpreter has no fp8 arithmetic and takes the values in fp32
+    quant = functools.partial(act_quant, out_dtype=torch.float8_e4m3fn) if x.is_cuda else act_quant
+    return _moe(x, indices, weights, w13, s13, w2, s2, limit, grouped_fp8_fp4_gemm, quant)

@@ -217,22 +217,26 @@ def bf16_bits_to_f32(h):
 
 # --- activation quantisation kernel ---
 
+ACT_ROWS = 32  # rows per program (fewer for fewer rows: decode quantises one)
+
 
 @triton.jit
-def _act_quant_kernel(x_ptr, q_ptr, s_ptr, K, NB, BLOCK: tl.constexpr, QMAX: tl.constexpr,
-                      FLOOR: tl.constexpr, FP4: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
+def _act_quant_kernel(x_ptr, q_ptr, s_ptr, M, K, NB, BM: tl.constexpr, BLOCK: tl.constexpr,
+                      QMAX: tl.constexpr, FLOOR: tl.constexpr, FP4: tl.constexpr):
+    # one program: BM rows x one quantisation block (the official kernel also tiles rows per CTA)
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    rmask = rows < M
     kb = tl.program_id(1)
-    offs = kb * BLOCK + tl.arange(0, BLOCK)
-    x = tl.load(x_ptr + row * K + offs).to(tl.float32)
-    s = ue8m0_scale_dev(tl.max(tl.abs(x), 0), QMAX, FLOOR)
-    y = tl.minimum(tl.maximum(x / s, -QMAX), QMAX)
+    offs = rows[:, None].to(tl.int64) * K + kb * BLOCK + tl.arange(0, BLOCK)[None, :]
+    x = tl.load(x_ptr + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
+    s = ue8m0_scale_dev(tl.max(tl.abs(x), 1), QMAX, FLOOR)  # [BM]
+    y = tl.minimum(tl.maximum(x / s[:, None], -QMAX), QMAX)
     if FP4:
         q = round_e2m1_dev(y)
     else:
         q = round_e4m3_dev(y)
-    tl.store(q_ptr + row * K + offs, q.to(q_ptr.dtype.element_ty))
-    tl.store(s_ptr + row * NB + kb, s)
+    tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=rmask[:, None])
+    tl.store(s_ptr + rows * NB + kb, s, mask=rmask)
 
 
 def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3",
@@ -251,9 +255,11 @@ def act_quant(x: torch.Tensor, block: int = 128, fmt: str = "e4m3",
     q = torch.empty(x2.shape, dtype=out_dtype or torch.float32, device=x.device)
     s = torch.empty((x2.shape[0], K // block), dtype=torch.float32, device=x.device)
     fp4 = fmt == "e2m1"
-    if x2.shape[0]:
-        _act_quant_kernel[(x2.shape[0], K // block)](
-            x2, q, s, K, K // block, BLOCK=block, QMAX=FP4_MAX if fp4 else FP8_MAX,
+    M = x2.shape[0]
+    if M:
+        bm = min(ACT_ROWS, triton.next_power_of_2(M))
+        _act_quant_kernel[(triton.cdiv(M, bm), K // block)](
+            x2, q, s, M, K, K // block, BM=bm, BLOCK=block, QMAX=FP4_MAX if fp4 else FP8_MAX,
             FLOOR=FP4_AMAX_FLOOR if fp4 else FP8_AMAX_FLOOR, FP4=fp4)
     return q.reshape(x.shape), s.reshape(*x.shape[:-1], K // block)
 

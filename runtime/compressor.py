@@ -34,6 +34,36 @@ class Compressor(nn.Module):
         self.ape = nn.Parameter(torch.zeros(ratio, self.coff * head_dim, dtype=torch.float32))
         self.norm = RMSNorm(head_dim, eps)
 
+    def _quant_sim(self, entry: torch.Tensor) -> torch.Tensor:
+        if self.quant_sim == "fp8":
+            return ops.kv_quant_sim(entry, self.rope_dim)
+        if self.quant_sim == "fp4":
+            return ops.index_quant_sim(entry)
+        return entry
+
+    def _fused_prefill(
+        self, kv: torch.Tensor, score: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor
+    ) -> bool:
+        """On the Triton backend, a call in which every row with tokens starts at position 0 (a prefill from
+        an empty cache: no ring state to carry in, and entry 0 of the overlap has no previous block, as the
+        fused kernel assumes) pools, normalises and rotates all its entries in one kernel call, each row up
+        to its own length. Writes them and returns True; returns False (nothing done) otherwise."""
+        rows = step.rows()
+        m = self.ratio
+        n_entries = kv.shape[1] // m
+        if (n_entries == 0 or any(start and n for _, start, n in rows) or max(n for _, _, n in rows) < m
+                or ops.kernel_backend(kv) != "triton"):
+            return False
+        rot = step.memo(("compress_cos_sin", m, n_entries),
+                        lambda: cos_sin(torch.arange(n_entries, device=kv.device) * m, freqs))  # [E, r/2]
+        entries = ops.compress_prefill(kv, score, self.norm.weight, rot.real, rot.imag, m, self.norm.eps,
+                                       step.n_new)  # [B, E, c] fp32, zero past each row's complete blocks
+        entries = self._quant_sim(entries.to(cache.dtype))
+        for b, _, n in rows:
+            if n >= m:
+                cache.write(b, 0, n // m, entries[b, : n // m])
+        return True
+
     def forward(self, x: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor) -> None:
         """Feed this call's tokens (x [B, S, D]); write every block they complete into cache.entries."""
         m, c, ring = self.ratio, self.head_dim, self.coff * self.ratio
@@ -41,6 +71,7 @@ class Compressor(nn.Module):
         kv = self.wkv(xf)  # [B, S, coff*c]
         slot = step.memo(("pos_mod", m), lambda: (step.positions % m).view(-1))  # shared by the layers
         score = self.wgate(xf) + self.ape.index_select(0, slot).view(*step.positions.shape, -1)
+        fused = self._fused_prefill(kv, score, step, cache, freqs)
         for b, start, n in step.rows():
             if n == 0:
                 continue
@@ -48,7 +79,7 @@ class Compressor(nn.Module):
             # Source positions lo..end-1: the part before `start` comes from the ring (the open block, and for
             # overlap the block before it), the rest from this call.
             first, last = start // m, end // m  # blocks first..last-1 complete in this call
-            if last > first:  # most decode steps complete no block: then only the state ring changes
+            if last > first and not fused:  # most decode steps complete no block: then only the ring changes
                 lo = max(start // m - (self.coff - 1), 0) * m
                 prev = torch.arange(lo, start, device=x.device) % ring
                 seq_kv = torch.cat((cache.state_kv[b, prev], kv[b, :n]), 0)
@@ -67,11 +98,7 @@ class Compressor(nn.Module):
                 entry = self.norm(ops.compress_pool(pool_kv, pool_sc).to(cache.dtype))
                 rot = cos_sin((blocks * m).unsqueeze(0), freqs)
                 entry = apply_rope(entry.unsqueeze(0), rot).squeeze(0)
-                if self.quant_sim == "fp8":
-                    entry = ops.kv_quant_sim(entry, self.rope_dim)
-                elif self.quant_sim == "fp4":
-                    entry = ops.index_quant_sim(entry)
-                cache.write(b, first, last, entry)
+                cache.write(b, first, last, self._quant_sim(entry))
             keep = min(n, ring)
             for slots, part in ring_slices(end - keep, keep, ring):
                 src = slice(n - keep + part.start, n - keep + part.stop)

@@ -4,7 +4,10 @@
 "fp8": `weight` float8_e4m3fn [out, in] + `scale` float8_e8m0fnu [ceil(out/128), ceil(in/128)] (one multiplier
 per 128x128 block).
 "fp4": `weight` int8 [out, in/2] holding two e2m1 codes per byte + `scale` float8_e8m0fnu [out, in/32].
-Quantised weights are dequantised on the fly in forward.
+Quantised weights are dequantised on the fly in forward, except in an "fp8" Linear with activation
+quantisation on the Triton backend: it quantises x with the act_quant kernel and runs the block-scaled FP8
+GEMM kernel (the same numbers up to fp32 summation order; the dequantising path stays for the torch backend
+and whenever autograd wants a gradient).
 """
 
 from __future__ import annotations
@@ -67,7 +70,28 @@ class Linear(nn.Module):
             return quant.dequant_fp8(self.weight, self.scale).to(self.dtype)
         return quant.dequant_fp4(self.weight, self.scale).to(self.dtype)
 
+    def _use_fp8_gemm(self, x: torch.Tensor) -> bool:
+        from ..kernels import dispatch
+
+        # the kernels have no backward: keep the differentiable path whenever x needs a gradient
+        return not (x.requires_grad and torch.is_grad_enabled()) and dispatch.backend(x.device) == "triton"
+
+    def _fp8_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] -> [..., out] in the compute dtype: FP8 activations (per token, per 128 inputs,
+        power-of-two scales) times the FP8 weight, fp32 accumulation with both scales applied per K block."""
+        from ..kernels import dispatch
+
+        on_gpu = x.device.type == "cuda"
+        # a GPU multiplies e4m3 operands; the interpreter has no fp8 arithmetic and takes the values in fp32
+        xq, xs = dispatch.act_quant(x.reshape(-1, self.in_features), FP8_BLOCK,
+                                    out_dtype=torch.float8_e4m3fn if on_gpu else None)
+        w = self.weight if on_gpu else self.weight.float()
+        y = dispatch.fp8_gemm(xq, xs, w, self.scale.view(torch.uint8), self.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fmt == "fp8" and self.act_quant and self._use_fp8_gemm(x):
+            return self._fp8_gemm(x)
         if self.act_quant:
             from .quant import act_quant_fp8_sim
 

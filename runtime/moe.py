@@ -93,13 +93,58 @@ class MoE(nn.Module):
             if cfg.n_shared_experts
             else None
         )
+        self._all_local = all(e is not None for e in self.experts)  # expert parallel: some live elsewhere
+        self._stack: tuple[torch.Tensor, ...] | None = None  # fp4_stack(), built on first use
+
+    def _grouped_fp4(self, x: torch.Tensor) -> bool:
+        """Whether the routed experts run as one grouped FP8 x FP4 kernel call: FP4 experts with activation
+        quantisation (the kernel's W4A8 contract), every expert on this rank (the kernel indexes them all),
+        no gradient wanted, Triton backend."""
+        e0 = self.experts[0]
+        return (self._all_local and e0.w1.fmt == "fp4" and e0.w1.act_quant
+                and not (x.requires_grad and torch.is_grad_enabled()) and ops.kernel_backend(x) == "triton")
+
+    def fp4_stack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The routed experts in the grouped kernel's layout: (w13 int8 [E, 2I, D/2] (W1 rows, then W3 rows),
+        s13 uint8 ue8m0 [E, 2I, D/32], w2 int8 [E, D, I/2], s2 uint8 [E, D, I/32]).
+
+        Built once, then every expert's parameters are re-pointed at views of these tensors, so the weights
+        are held once and a later load into the parameters lands here too. Rebuilt only if the parameters
+        were moved (e.g. by .to(device))."""
+        experts = [e for e in self.experts if e is not None]
+        if self._stack is not None and experts[0].w1.weight.data_ptr() == self._stack[0].data_ptr():
+            return self._stack
+        w1, w2 = experts[0].w1, experts[0].w2
+        inter, dim = w1.out_features, w1.in_features
+        dev = w1.weight.device
+        w13 = torch.empty(len(experts), 2 * inter, dim // 2, dtype=torch.int8, device=dev)
+        s13 = torch.empty(len(experts), 2 * inter, w1.scale.shape[1], dtype=torch.uint8, device=dev)
+        w2s = torch.empty((len(experts), *w2.weight.shape), dtype=torch.int8, device=dev)
+        s2s = torch.empty((len(experts), *w2.scale.shape), dtype=torch.uint8, device=dev)
+        # copy each expert in, then point its parameters at the copy (the old storage is freed expert by
+        # expert, so the layer never holds its experts twice over)
+        with torch.no_grad():
+            for i, e in enumerate(experts):
+                for lin, rows, ws, ss in ((e.w1, slice(0, inter), w13, s13),
+                                          (e.w3, slice(inter, 2 * inter), w13, s13),
+                                          (e.w2, slice(None), w2s, s2s)):
+                    ws[i, rows].copy_(lin.weight)
+                    ss[i, rows].copy_(lin.scale.view(torch.uint8))  # e8m0 as its bytes: no numeric cast
+                    lin.weight.data = ws[i, rows]
+                    lin.scale.data = ss[i, rows].view(torch.float8_e8m0fnu)
+        self._stack = (w13, s13, w2s, s2s)
+        return self._stack
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """x [B, S, D], input_ids [B, S] -> [B, S, D]."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         weights, indices = self.gate(flat, input_ids.reshape(-1))
-        y = self.parallel.all_reduce(ops.moe_experts(flat, indices, weights, list(self.experts)))
+        if self._grouped_fp4(flat):
+            routed = ops.moe_experts_fp4(flat, indices, weights, self.fp4_stack(), self.experts[0].limit)
+        else:
+            routed = ops.moe_experts(flat, indices, weights, list(self.experts))
+        y = self.parallel.all_reduce(routed)
         if self.shared_experts is not None:
             s = self.shared_experts(flat)
             y = y + (s if s.dtype == torch.float32 else s.float())

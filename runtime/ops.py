@@ -502,6 +502,22 @@ def compress_pool(kv: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     return dispatch.compress_pool(kv, score)
 
 
+def compress_prefill(
+    kv: torch.Tensor,
+    score: torch.Tensor,
+    norm_w: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    ratio: int,
+    eps: float,
+    lengths: torch.Tensor,
+) -> torch.Tensor:
+    """Compressor entries of a prefill from position 0 in one fused call (pooling, RMSNorm, RoPE at position
+    e*ratio): kv, score [B, S, coff*c] fp32; cos, sin [>= S // ratio, r/2]; lengths [B] tokens per row ->
+    [B, S // ratio, c] fp32, zero past lengths[b] // ratio. See agentkit.kernels.compressor."""
+    return dispatch.compress(kv, score, norm_w, cos, sin, ratio, eps, lengths)
+
+
 def hc_pre(
     x: torch.Tensor,
     fn: torch.Tensor,
@@ -558,6 +574,24 @@ def moe_experts(
         y = experts[e](x[token], weights[token, slot].unsqueeze(-1))
         out.index_add_(0, token, y.float())
     return out
+
+
+def kernel_backend(x: torch.Tensor) -> str:
+    """'triton' or 'torch': which side of the kernels' dispatch point runs for x's device."""
+    return dispatch.backend(x.device)
+
+
+def moe_experts_fp4(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    weights: torch.Tensor,
+    stack: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    limit: float,
+) -> torch.Tensor:
+    """All routed FP4 experts in one grouped W4A8 call (FP8 activations x FP4 weights): the same math as
+    moe_experts over FP4 experts with activation quantisation. x [N, D]; indices, weights [N, k];
+    stack = (w13, s13, w2, s2) as MoE.fp4_stack builds it. Returns fp32 [N, D]."""
+    return dispatch.moe_experts_fp4(x, indices, weights, *stack, limit)
 
 
 def swiglu(g: torch.Tensor, u: torch.Tensor, limit: float) -> torch.Tensor:
