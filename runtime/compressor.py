@@ -41,27 +41,41 @@ class Compressor(nn.Module):
             return ops.index_quant_sim(entry)
         return entry
 
-    def _fused_prefill(
+    def _fused(
         self, kv: torch.Tensor, score: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor
     ) -> bool:
-        """On the Triton backend, a call in which every row with tokens starts at position 0 (a prefill from
-        an empty cache: no ring state to carry in, and entry 0 of the overlap has no previous block, as the
-        fused kernel assumes) pools, normalises and rotates all its entries in one kernel call, each row up
-        to its own length. Writes them and returns True; returns False (nothing done) otherwise."""
-        rows = step.rows()
+        """On the Triton backend, pool, normalise and rotate every entry this call completes in one fused
+        kernel call, each row up to its own length. The kernel pools a sequence from its first row on and
+        gives the overlap's first entry no previous block, so the call must start all its rows at one
+        position s0: the rows the state ring holds from the last block boundary before s0 (for the overlap,
+        one block earlier) are put in front, and an entry the kernel pools without its previous block is one
+        already written, so it is dropped. Writes the entries and returns True; returns False (nothing done)
+        when rows start at different positions, no block completes, or the backend is torch."""
+        rows = [(b, start, n) for b, start, n in step.rows() if n]
         m = self.ratio
-        n_entries = kv.shape[1] // m
-        if (n_entries == 0 or any(start and n for _, start, n in rows) or max(n for _, _, n in rows) < m
-                or ops.kernel_backend(kv) != "triton"):
+        if not rows or any(start != rows[0][1] for _, start, _ in rows) or ops.kernel_backend(kv) != "triton":
             return False
-        rot = step.memo(("compress_cos_sin", m, n_entries),
-                        lambda: cos_sin(torch.arange(n_entries, device=kv.device) * m, freqs))  # [E, r/2]
+        s0 = rows[0][1]
+        first = s0 // m  # the first block this call can complete
+        if max(s0 + n for _, _, n in rows) // m == first:
+            return False
+        lo = max(first - (self.coff - 1), 0) * m  # first position the kernel's sequence holds
+        if lo < s0:  # rows lo..s0-1 come from the state ring (slot = position mod its size)
+            prev = torch.arange(lo, s0, device=kv.device) % cache.state_kv.shape[1]
+            kv = torch.cat((cache.state_kv[:, prev], kv), 1)
+            score = torch.cat((cache.state_score[:, prev], score), 1)
+        n_entries = kv.shape[1] // m
+        rot = step.memo(("compress_cos_sin", m, lo, n_entries),  # entry e sits at position lo + e*m
+                        lambda: cos_sin(lo + torch.arange(n_entries, device=kv.device) * m, freqs))
+        lengths = torch.where(step.n_new > 0, step.n_new + (s0 - lo), 0)
         entries = ops.compress_prefill(kv, score, self.norm.weight, rot.real, rot.imag, m, self.norm.eps,
-                                       step.n_new)  # [B, E, c] fp32, zero past each row's complete blocks
+                                       lengths)  # [B, E, c] fp32: blocks lo/m .., zero past each row's end
         entries = self._quant_sim(entries.to(cache.dtype))
+        skip = first - lo // m
         for b, _, n in rows:
-            if n >= m:
-                cache.write(b, 0, n // m, entries[b, : n // m])
+            last = (s0 + n) // m
+            if last > first:
+                cache.write(b, first, last, entries[b, skip : skip + last - first])
         return True
 
     def forward(self, x: torch.Tensor, step: Step, cache: CompressedCache, freqs: torch.Tensor) -> None:
@@ -71,7 +85,7 @@ class Compressor(nn.Module):
         kv = self.wkv(xf)  # [B, S, coff*c]
         slot = step.memo(("pos_mod", m), lambda: (step.positions % m).view(-1))  # shared by the layers
         score = self.wgate(xf) + self.ape.index_select(0, slot).view(*step.positions.shape, -1)
-        fused = self._fused_prefill(kv, score, step, cache, freqs)
+        fused = self._fused(kv, score, step, cache, freqs)
         for b, start, n in step.rows():
             if n == 0:
                 continue
