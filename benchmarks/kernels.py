@@ -1,5 +1,7 @@
 """Kernel benchmark at DeepSeek-V4-Flash shapes: time, achieved bandwidth and FLOP/s, roofline, and the ratio
-to the PyTorch reference (and, for decode attention, to dense SDPA over the same context).
+to the PyTorch reference (and, for decode attention, to dense SDPA over the same context). The "runtime:" rows
+time the runtime's modules (FP8 Linear, FP4 MoE layer, compressor) on their kernel path against the path it
+replaced (dequantised weights + F.linear, the per-expert loop, pooling kernel + separate RMSNorm and RoPE).
 
     python benchmarks/kernels.py            # on a CUDA GPU: prints the table
     python benchmarks/kernels.py --quick    # fewer shapes
@@ -11,9 +13,10 @@ kernel under the Triton interpreter instead (exit status 1 if any kernel disagre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -213,6 +216,96 @@ def _misc_rows(rows: list[Row]) -> None:
                         ref_ms=_bench(lambda a=args: compress_ref(*a))))
 
 
+@contextlib.contextmanager
+def _patched(owner: type, name: str, value: object) -> Iterator[None]:
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
+
+
+def _fill_(module: torch.nn.Module, gen: torch.Generator | None = None) -> None:
+    """Random parameters of a runtime module, in place: FP8/FP4 codes as random bytes, ue8m0 scales near
+    2^-6."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dtype in (torch.float8_e4m3fn, torch.int8):
+                b = torch.randint(0, 256, p.shape, device=p.device, dtype=torch.uint8, generator=gen)
+                if p.dtype == torch.float8_e4m3fn:
+                    b = torch.where((b & 0x7F) == 0x7F, b ^ 1, b)  # no NaN codes
+                p.view(torch.uint8).copy_(b)
+            elif p.dtype == torch.float8_e8m0fnu:
+                p.view(torch.uint8).copy_(torch.randint(118, 124, p.shape, device=p.device, dtype=torch.uint8,
+                                                        generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, device=p.device, generator=gen) * p.shape[-1] ** -0.5
+                        + (p.dim() == 1))
+
+
+def _runtime_rows(rows: list[Row], dim: int = DIM, inter: int = MOE_INTER, experts: int = EXPERTS,
+                  linear: tuple[int, int] = (HEADS * HEAD_DIM, 1024), tokens: tuple[int, ...] = (1, PREFILL),
+                  dev: str = DEVICE, bench: Callable[[Callable[[], object]], float] | None = None) -> None:
+    """The runtime's modules on the kernel path vs the path it replaced (ref column), same inputs. The
+    defaults are Flash's shapes (linear: wq_b, out x in); smaller ones make a quick interpreted smoke run."""
+    from agentkit.runtime.cache import CompressedCache
+    from agentkit.runtime.compressor import Compressor
+    from agentkit.runtime.config import ModelConfig
+    from agentkit.runtime.linear import Linear
+    from agentkit.runtime.moe import MoE
+    from agentkit.runtime.rope import inv_freq
+    from agentkit.runtime.step import Step
+
+    bench = bench or _bench
+    bf = torch.bfloat16
+    os.environ["AGENTKIT_KERNELS"] = "triton"
+    with torch.device(dev):
+        lin = Linear(linear[1], linear[0], "fp8", bf, act_quant=True)
+        cfg = ModelConfig.flash(dim=dim, moe_inter_dim=inter, n_routed_experts=experts)
+        moe = MoE(cfg, layer=cfg.n_hash_layers, dtype=bf).eval()
+        comps = {m: Compressor(dim, HEAD_DIM, m, 64, 1e-6, quant_sim="fp8") for m in (4, 128)}
+    for mod in (lin, moe, *comps.values()):
+        _fill_(mod)
+    N, K = lin.out_features, lin.in_features
+    for M in tokens:
+        x = torch.randn(M, K, device=dev, dtype=bf)
+        with _patched(Linear, "_use_fp8_gemm", lambda self, x: False):
+            ref = bench(lambda x=x: lin(x))
+        rows.append(Row("runtime: fp8 Linear", f"M={M} N={N} K={K}", bench(lambda x=x: lin(x)),
+                        N * K + M * K * 2 + M * N * 2, 2 * M * N * K, fp8=True, ref_ms=ref))
+    with torch.no_grad():
+        for M in tokens:
+            x = torch.randn(1, M, dim, device=dev, dtype=bf)
+            ids = torch.zeros(1, M, dtype=torch.long, device=dev)
+            moe(x, ids)  # builds the stacked expert layout once, outside the timing
+            with _patched(MoE, "_grouped_fp4", lambda self, x: False):
+                ref = bench(lambda x=x, ids=ids: moe(x, ids))
+            hit = min(experts, M * cfg.n_activated_experts)  # experts whose weights are read
+            rows.append(Row("runtime: FP4 MoE layer", f"{M} tok, {experts} exp",
+                            bench(lambda x=x, ids=ids: moe(x, ids)), hit * 3 * inter * dim * 0.53,
+                            2 * 3 * M * cfg.n_activated_experts * inter * dim, fp8=True, ref_ms=ref))
+        S = tokens[-1]
+        x = torch.randn(1, S, dim, device=dev, dtype=bf)
+        zero = torch.zeros(1, dtype=torch.long, device=dev)
+        step = Step(torch.arange(S, device=dev).view(1, S), zero, torch.full((1,), S, device=dev),
+                    torch.zeros(1, S, dtype=torch.long, device=dev))
+        freqs = inv_freq(64, 160000.0).to(dev)
+        for m, comp in comps.items():
+            cache = CompressedCache.allocate(1, S, m, HEAD_DIM, bf, dev)
+
+            def run(comp=comp, cache=cache) -> None:
+                step._memo.clear()
+                comp(x, step, cache, freqs)
+
+            with _patched(Compressor, "_fused", lambda self, *a: False):
+                ref = bench(run)
+            coff = 2 if m == 4 else 1
+            rows.append(Row(f"runtime: compressor m={m}", f"{S} tokens", bench(run),
+                            x.numel() * 2 + 2 * coff * HEAD_DIM * dim * 4 + S // m * HEAD_DIM * 2,
+                            2 * 2 * S * coff * HEAD_DIM * dim, ref_ms=ref))
+
+
 def _print(rows: list[Row]) -> None:
     name, peak = _peaks()
     print(f"device: {name}" + ("" if peak else " (no roofline table entry: roofline columns left blank)"))
@@ -239,7 +332,16 @@ def _print(rows: list[Row]) -> None:
 
 def _interpreted_pass() -> int:
     """Tiny shapes of every kernel against its reference under the Triton interpreter."""
-    from agentkit.kernels import compressor, fp8_cache, indexer, mhc, moe_gemm, quant, sparse_attention
+    from agentkit.kernels import (
+        compressor,
+        fp8_cache,
+        fp8_gemm,
+        indexer,
+        mhc,
+        moe_gemm,
+        quant,
+        sparse_attention,
+    )
 
     torch.manual_seed(0)
     checks: list[tuple[str, torch.Tensor, torch.Tensor]] = []
@@ -279,6 +381,16 @@ def _interpreted_pass() -> int:
     off = torch.tensor([0, 2, 5])
     checks.append(("grouped fp8 x fp4", moe_gemm.grouped_fp8_fp4_gemm(a, sa, quant.pack_e2m1(qw), sw, off),
                    moe_gemm.grouped_fp8_fp4_gemm_ref(a, sa, quant.pack_e2m1(qw), sw, off)))
+    # FP8 weight [192, 128]: e4m3 values, one power-of-two scale per 128x128 block (the last one ragged)
+    bq, bs = quant.round_e4m3(torch.randn(192, 128) * 50), torch.exp2(torch.randint(-8, -4, (2, 1)).float())
+    checks.append(("fp8 gemm", fp8_gemm.fp8_gemm(a, sa, bq, bs), fp8_gemm.fp8_gemm_ref(a, sa, bq, bs)))
+    # two FP4 experts (D = I = 128), six tokens routed to two each
+    w13q, s13 = quant.fp4_quant_ref(torch.randn(2, 256, 128))
+    w2q, s2 = quant.fp4_quant_ref(torch.randn(2, 128, 128))
+    args = (torch.randn(6, 128), torch.tensor([[0, 1]] * 3 + [[1, 0]] * 3), torch.rand(6, 2),
+            quant.pack_e2m1(w13q), s13, quant.pack_e2m1(w2q), s2, 10.0)
+    checks.append(("routed FP4 experts", moe_gemm.moe_experts_fp4(*args),
+                   moe_gemm.moe_experts_fp4_ref(*args)))
     bad = 0
     for name, got, want in checks:
         got, want = got.float(), want.float()
@@ -308,6 +420,7 @@ def main() -> int:
         part(rows, contexts)
     _gemm_rows(rows)
     _misc_rows(rows)
+    _runtime_rows(rows)
     _print(rows)
     return 0
 
