@@ -53,11 +53,12 @@ class Compressor(nn.Module):
         when rows start at different positions, no block completes, or the backend is torch."""
         rows = [(b, start, n) for b, start, n in step.rows() if n]
         m = self.ratio
-        if not rows or any(start != rows[0][1] for _, start, _ in rows) or ops.kernel_backend(kv) != "triton":
+        if not rows or any(start != rows[0][1] for _, start, _ in rows):
             return False
         s0 = rows[0][1]
         first = s0 // m  # the first block this call can complete
-        if max(s0 + n for _, _, n in rows) // m == first:
+        # most decode steps complete no block: decided on Python ints before asking for the backend
+        if max(s0 + n for _, _, n in rows) // m == first or ops.kernel_backend(kv) != "triton":
             return False
         lo = max(first - (self.coff - 1), 0) * m  # first position the kernel's sequence holds
         if lo < s0:  # rows lo..s0-1 come from the state ring (slot = position mod its size)

@@ -512,8 +512,9 @@ def compress_prefill(
     eps: float,
     lengths: torch.Tensor,
 ) -> torch.Tensor:
-    """Compressor entries of a prefill from position 0 in one fused call (pooling, RMSNorm, RoPE at position
-    e*ratio): kv, score [B, S, coff*c] fp32; cos, sin [>= S // ratio, r/2]; lengths [B] tokens per row ->
+    """Compressor entries in one fused call (pooling, RMSNorm, RoPE): the rows of kv, score [B, S, coff*c]
+    fp32 are pooled from row 0 on, block e = rows e*ratio .. (the overlap's entry 0 has no previous block);
+    cos, sin [>= S // ratio, r/2] hold each entry's rotation; lengths [B] rows per batch row ->
     [B, S // ratio, c] fp32, zero past lengths[b] // ratio. See agentkit.kernels.compressor."""
     return dispatch.compress(kv, score, norm_w, cos, sin, ratio, eps, lengths)
 
