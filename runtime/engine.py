@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .cache import KVCache
+from .decode_graph import compile_enabled, decoder_for
 from .model import Model
 
 
@@ -152,7 +153,8 @@ class Session:
         x = torch.tensor([ids], dtype=torch.long, device=self.engine.device)
         self.stats.prefilled += len(ids)
         if not self.engine.speculative:
-            self._logits = model(x, cache=cache, last_only=True)[0, -1]
+            logits = self.engine.decode_step(x, cache) if len(ids) == 1 else None
+            self._logits = (model(x, cache=cache, last_only=True) if logits is None else logits)[0, -1]
             return
         logits, hidden = model(x, cache=cache, return_hidden=True)
         self._logits = logits[0, -1]
@@ -409,7 +411,9 @@ class Engine:
 
     speculative: decode with MTP drafts (the model needs an MTP block). max_snapshots: rewind points kept per
     session (each holds the fixed-size cache state: window rings and compressor states). kv_format: "model"
-    (cache rows in the model dtype) or "fp8" (packed FP8 rows and FP4 indexer keys, see kv_format.py)."""
+    (cache rows in the model dtype) or "fp8" (packed FP8 rows and FP4 indexer keys, see kv_format.py).
+    compile: decode one token at a time through a compiled step (decode_graph.py; compiled on the first
+    decode step of each cache shape, once per process); None = on unless AGENTKIT_COMPILE=0."""
 
     def __init__(
         self,
@@ -421,6 +425,7 @@ class Engine:
         speculative: bool = False,
         max_snapshots: int = 4,
         kv_format: str = "model",
+        compile: bool | None = None,
     ) -> None:
         if prefill_chunk <= 0:
             raise ValueError(f"prefill_chunk must be positive, got {prefill_chunk}")
@@ -439,6 +444,10 @@ class Engine:
         self.max_snapshots = max_snapshots
         self.device = model.embed.weight.device
         self.kv_format = kv_format
+        if compile is None:
+            compile = compile_enabled()
+        # one token per step: a graph compiled per layer kind (decode_graph.py); None: eager decode only
+        self.decoder = decoder_for(model) if compile else None
         if kv_format != "model":  # a bad format for this model fails here (meta: allocates nothing)
             KVCache.allocate(model.config, 1, self.capacity, model.dtype, "meta", kv_format)  # type: ignore[arg-type]
 
@@ -448,6 +457,11 @@ class Engine:
         return KVCache.allocate(
             self.model.config, batch, self.capacity, self.model.dtype, self.device, self.kv_format  # type: ignore[arg-type]
         )
+
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+        """Logits [B, 1, V] of one token per row through the compiled step (the cache advances), or None
+        when it is off or cannot take this call: the caller then runs the model."""
+        return None if self.decoder is None else self.decoder.step(input_ids, cache)
 
     def session(self, token_ids: Iterable[int] = ()) -> Session:
         s = Session(self, self.new_cache(1), [], None)
