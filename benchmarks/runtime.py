@@ -124,20 +124,21 @@ def part_decode(oracle, ours, cfg: ModelConfig, n: int, prompt_len: int, rounds:
     """Ours (after one untimed generation that compiles its decode step) and the oracle take turns for
     `rounds` rounds: tok/s is each side's best round, ratio the median of the rounds' ratios (on a shared CPU
     a burst of other work slows a round, not the pair's ratio)."""
-    from agentkit.runtime.decode_graph import compile_enabled, decoder_for
+    from agentkit.runtime.decode_graph import compile_after, decoder_for
 
     prompt = _ids(prompt_len, cfg.vocab_size)
     t_ours, t_oracle = [], []
     same = True
-    # The compiled decode step (AGENTKIT_COMPILE=0: off) is compiled on its first use, once per process and
+    # The compiled decode step (AGENTKIT_COMPILE=0: off) is compiled from the first step, once per process and
     # cache shape: one untimed generation pays it here, and its time is reported apart.
-    decoder = decoder_for(ours) if compile_enabled() else None
+    compile = compile_after() is not None
+    decoder = decoder_for(ours) if compile else None
     t0 = time.perf_counter()
-    ours_decode(ours, prompt, n)
+    ours_decode(ours, prompt, n, compile)
     warmup_s = time.perf_counter() - t0
     for _ in range(rounds):
         reset_peak()
-        got, t = ours_decode(ours, prompt, n)
+        got, t = ours_decode(ours, prompt, n, compile)
         peak = peak_mib()
         t_ours.append(t)
         want, t = oracle_decode(oracle, prompt, n)

@@ -35,7 +35,11 @@ from .ops import rms_norm, swiglu
 
 log = logging.getLogger(__name__)
 
-ENV = "AGENTKIT_COMPILE"  # "0" turns the compiled decode step off
+ENV = "AGENTKIT_COMPILE"  # "0": never compile, "1": compile at the first decode step, unset: "auto"
+# "auto": compile once a model has decoded this many tokens eagerly in the process. Compiling costs about a
+# minute (on two busy cores; less once inductor's on-disk cache holds the graphs), which only a long
+# generation wins back; short ones (a test, a one-line answer) never pay it.
+COMPILE_AFTER = 256
 
 
 # One-row matmuls as fused multiply-sums (an extern GEMM call costs ~20 us each, ~50 per step), and a C++
@@ -43,9 +47,17 @@ ENV = "AGENTKIT_COMPILE"  # "0" turns the compiled decode step off
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
 
 
-def compile_enabled() -> bool:
-    """The process-wide default: on unless AGENTKIT_COMPILE=0."""
-    return os.environ.get(ENV, "1").strip() != "0"
+def compile_after(compile: bool | None = None) -> int | None:
+    """Eager one-token steps a model takes before its decode step is compiled; None: never. compile True /
+    False decides; None follows AGENTKIT_COMPILE (see ENV)."""
+    if compile is None:
+        value = os.environ.get(ENV, "").strip().lower()
+        if value not in ("", "auto", "0", "1"):
+            raise ValueError(f"{ENV}={value!r} is not valid; use 0 (eager), 1 (compile) or leave it unset")
+        compile = {"0": False, "1": True}.get(value)
+        if compile is None:
+            return COMPILE_AFTER
+    return 0 if compile else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,8 @@ def _compress(
     ring = coff * m
     state_kv.index_put_((rows, pos % ring), kv)
     state_score.index_put_((rows, pos % ring), score)
+    if n_entries == 0:  # a capacity below one block: nothing to pool, ever
+        return
     block = pos // m  # [B]
     offs = torch.arange(m, device=x.device)
     cur = (block.unsqueeze(1) * m + offs) % ring  # [B, m] ring slots of the block's tokens
@@ -362,19 +376,27 @@ class CompiledDecode:
     copies, rebuilt when a parameter changed in place (an optimizer step, load_state_dict)."""
 
     def __init__(self, model: Model) -> None:
-        self.model = model
+        self._model = weakref.ref(model)  # held weakly: decoder_for's registry must not keep models alive
         self.failed: str | None = unsupported(model)
         self.compile_seconds = 0.0
         self._specs = [_layer_spec(model, b) for b in model.layers]  # equal specs share a compiled graph
         self._watched = list(model.parameters())
         self._params: list[dict[str, torch.Tensor]] = []
         self._head: list[torch.Tensor] = []
-        self._version: list[int] | None = None
+        self._version: list[tuple[int, int]] | None = None
+        self.eager_steps = 0  # one-token steps left to the eager path while waiting to compile
         self._plans: weakref.WeakKeyDictionary[KVCache, _Plan] = weakref.WeakKeyDictionary()
         self._warm: set[tuple] = set()
 
+    @property
+    def model(self) -> Model:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the model of this compiled decode step was garbage-collected")
+        return model
+
     def _weights(self) -> list[dict[str, torch.Tensor]]:
-        version = [p._version for p in self._watched]
+        version = [(p._version, p.data_ptr()) for p in self._watched]  # updated in place, or moved
         if version != self._version:
             m = self.model
             self._params = [_layer_params(b) for b in m.layers]
@@ -383,16 +405,21 @@ class CompiledDecode:
             self._version = version
         return self._params
 
-    def step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+    def step(self, input_ids: torch.Tensor, cache: KVCache, after: int = 0) -> torch.Tensor | None:
+        """after: compile only once this model has taken that many eager steps (see COMPILE_AFTER)."""
         if self.failed or torch.is_grad_enabled() or input_ids.shape != (cache.batch_size, 1):
             return None
         plan = self._plans.get(cache)
         if plan is None:
             if unsupported(self.model, cache):
                 return None
-            key = _shape_key(cache)
-            if key not in self._warm and not self._warm_up(key, cache):
-                return None
+            key = _shape_key(self.model, cache)
+            if key not in self._warm:
+                if self.eager_steps < after:
+                    self.eager_steps += 1
+                    return None
+                if not self._warm_up(key, cache):
+                    return None
             plan = self._plans[cache] = self._plan(key, cache)
         return self._run(plan, input_ids, cache)
 
@@ -435,11 +462,11 @@ class CompiledDecode:
         return plan.head(x, *self._head, cfg.hc_eps, cfg.norm_eps)
 
 
-def _shape_key(cache: KVCache) -> tuple:
+def _shape_key(model: Model, cache: KVCache) -> tuple:
     """What the compiled graphs are specialised on besides the layer spec: the shapes, dtypes and strides of
     their inputs follow from the model, the batch, the capacity and the cache's storage."""
     layouts = tuple((t.shape, t.stride(), t.dtype) for lc in cache.layers for t in lc.tensors())
-    return (cache.lengths.device, cache.capacity, layouts)
+    return (cache.lengths.device, cache.capacity, layouts, model.embed.weight.dtype)
 
 
 def _compiled(fn, spec: LayerSpec | None, key: tuple):

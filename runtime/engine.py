@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .cache import KVCache
-from .decode_graph import compile_enabled, decoder_for
+from .decode_graph import compile_after, decoder_for
 from .model import Model
 
 
@@ -412,8 +412,9 @@ class Engine:
     speculative: decode with MTP drafts (the model needs an MTP block). max_snapshots: rewind points kept per
     session (each holds the fixed-size cache state: window rings and compressor states). kv_format: "model"
     (cache rows in the model dtype) or "fp8" (packed FP8 rows and FP4 indexer keys, see kv_format.py).
-    compile: decode one token at a time through a compiled step (decode_graph.py; compiled on the first
-    decode step of each cache shape, once per process); None = on unless AGENTKIT_COMPILE=0."""
+    compile: decode one token at a time through a compiled step (decode_graph.py; compiled once per process
+    and cache shape): True from the first step, False never, None as AGENTKIT_COMPILE says (unset: once the
+    model has decoded COMPILE_AFTER tokens eagerly, so short generations never pay the compile time)."""
 
     def __init__(
         self,
@@ -444,10 +445,9 @@ class Engine:
         self.max_snapshots = max_snapshots
         self.device = model.embed.weight.device
         self.kv_format = kv_format
-        if compile is None:
-            compile = compile_enabled()
-        # one token per step: a graph compiled per layer kind (decode_graph.py); None: eager decode only
-        self.decoder = decoder_for(model) if compile else None
+        # one token per step: graphs compiled per layer kind (decode_graph.py); None: eager decode only
+        self.compile_after = compile_after(compile)
+        self.decoder = decoder_for(model) if self.compile_after is not None else None
         if kv_format != "model":  # a bad format for this model fails here (meta: allocates nothing)
             KVCache.allocate(model.config, 1, self.capacity, model.dtype, "meta", kv_format)  # type: ignore[arg-type]
 
@@ -461,7 +461,9 @@ class Engine:
     def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
         """Logits [B, 1, V] of one token per row through the compiled step (the cache advances), or None
         when it is off or cannot take this call: the caller then runs the model."""
-        return None if self.decoder is None else self.decoder.step(input_ids, cache)
+        if self.decoder is None:
+            return None
+        return self.decoder.step(input_ids, cache, self.compile_after or 0)
 
     def session(self, token_ids: Iterable[int] = ()) -> Session:
         s = Session(self, self.new_cache(1), [], None)

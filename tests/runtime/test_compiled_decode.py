@@ -13,10 +13,10 @@ from agentkit.runtime.kv_format import RowCodec
 from agentkit.runtime.model import Model
 from v4_oracle import randomize_ours
 
-# Every attention kind (CSA, HCA, window only), hash and learned routing: three layer graphs and the head.
-# A 16-token window, so a few dozen steps wrap the ring; m = 128, so a prompt of 120 crosses an HCA block.
-CFG = ModelConfig.tiny(n_layers=3, compress_ratios=(4, 128, 0), n_hash_layers=1, n_mtp_layers=0,
-                       max_seq_len=256)
+# CSA (with hash routing) and HCA (learned routing), each with the sliding window: two layer graphs and the
+# head (compiling a graph takes ~30 s on a busy CPU). A 16-token window, so a few steps wrap the ring; m =
+# 128, so decoding from 118 tokens completes an HCA block.
+CFG = ModelConfig.tiny(n_layers=2, compress_ratios=(4, 128), n_hash_layers=1, n_mtp_layers=0, max_seq_len=256)
 CAPACITY = 160
 
 
@@ -71,11 +71,43 @@ def test_engine_compiled_generation_equals_eager(model: Model) -> None:
     assert list(session.generate(10, temperature=0)) == want[5:15]
 
 
-def test_compile_off_by_env_and_for_unsupported_models(model: Model, monkeypatch) -> None:
+def test_compile_modes(model: Model, monkeypatch) -> None:
     monkeypatch.setenv("AGENTKIT_COMPILE", "0")
     assert Engine(model, capacity=CAPACITY).decoder is None
+    assert Engine(model, capacity=CAPACITY, compile=True).compile_after == 0
     monkeypatch.setenv("AGENTKIT_COMPILE", "1")
-    assert Engine(model, capacity=CAPACITY).decoder is not None
+    assert Engine(model, capacity=CAPACITY).compile_after == 0
+    monkeypatch.delenv("AGENTKIT_COMPILE")
+    assert Engine(model, capacity=CAPACITY).compile_after == decode_graph.COMPILE_AFTER
+    monkeypatch.setenv("AGENTKIT_COMPILE", "yes")
+    with pytest.raises(ValueError, match="AGENTKIT_COMPILE"):
+        Engine(model, capacity=CAPACITY)
+
+
+def test_auto_mode_decodes_eagerly_until_the_threshold(model: Model, monkeypatch) -> None:
+    monkeypatch.delenv("AGENTKIT_COMPILE", raising=False)
+    monkeypatch.setattr(decode_graph, "COMPILE_AFTER", 4)
+    compiled: list[tuple] = []
+
+    def fake(fn, spec, key):  # record what would be compiled; the real graphs are tested above
+        compiled.append((fn.__name__, spec))
+        return getattr(decode_graph, fn.__name__)
+
+    monkeypatch.setattr(decode_graph, "_compiled", fake)
+    own = Model(CFG).eval()  # a fresh model: the eager step count is per model
+    randomize_ours(own, seed=3)
+    engine = Engine(own, capacity=64)
+    session = engine.session(_prompt(10)[0].tolist())
+    list(session.generate(4, temperature=0))  # 3 one-token steps (the first token comes from the prompt)
+    assert not compiled and engine.decoder is not None and engine.decoder.eager_steps == 3
+    got = list(session.generate(4, temperature=0))
+    assert [name for name, _ in compiled].count("head_step") == 2  # the scratch warm-up and the real cache
+    assert engine.decoder.eager_steps == 4 and not engine.decoder.failed
+    want = Engine(own, capacity=64, compile=False).session(_prompt(10)[0].tolist())
+    assert got == list(want.generate(8, temperature=0))[4:]
+
+
+def test_unsupported_models_and_caches(model: Model) -> None:
     cache = model.new_cache(1, 32)
     cache.layers[0].codec = RowCodec("fp8", 128, 64, torch.float32)  # as a kv_format="fp8" cache has
     assert decode_graph.unsupported(model, cache) is not None
