@@ -38,12 +38,13 @@ def probe(
     seed: int = 0,
     device: str = "cpu",
     every: int = 20,
+    overrides: dict | None = None,
 ) -> list[tuple[int, float]]:
     """Train on `skill` for `steps` steps; returns (step, loss) every `every` steps (also printed)."""
     if skill not in ("copy", "previous"):
         raise ValueError(f"unknown skill {skill!r}: use copy or previous")
     opt = TrainOptions()
-    model = Model(agent_config(vocab + 2))
+    model = Model(agent_config(vocab + 2, **(overrides or {})))
     init_weights(model, seed)
     model.to(device).train()
     muon, tables, gains = param_groups(model)
@@ -87,10 +88,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
+                    help="override an integer field of the config, e.g. --set head_dim=128")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            ap.error(f"--set takes FIELD=INT, got {item!r}")
+        overrides[key] = int(value)
     torch.set_num_threads(args.threads)
     print(f"{args.skill}: loss of a uniform guess ln({args.vocab}) = {math.log(args.vocab):.2f}", flush=True)
-    probe(args.skill, args.steps, args.vocab, seed=args.seed, device=args.device)
+    probe(args.skill, args.steps, args.vocab, seed=args.seed, device=args.device, overrides=overrides)
 
 
 if __name__ == "__main__":

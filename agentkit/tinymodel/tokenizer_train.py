@@ -1,9 +1,12 @@
-"""Train the tiny model's byte-level BPE tokenizer: the V4 pre-tokenizer, a small vocab, every V4 special
-token as one token.
+"""Train the tiny model's byte-level BPE tokenizer: a copy-friendly pre-tokenizer, a small vocab, every V4
+special token as one token.
 
-The pre-tokenizer and the special-token strings are the ones the release's `tokenizer.json` uses (spec
-`v4-encoding.md` §5 and `v4-architecture.md` §6), so prompts rendered by our encoder split the same way; only
-the merges and the vocab size differ. BOS, EOS and pad take ids 0, 1, 2 as in the release.
+The special-token strings are the release's (spec `v4-encoding.md` §5 and `v4-architecture.md` §6); BOS, EOS
+and pad take ids 0, 1, 2 as in the release. The pre-tokenizer is ours (`copy_pre_tokenizer`): the release's
+attaches a leading space or quote to a word, so the same name splits into different tokens in
+`named diso.txt`, `echo 'diso` and a line of `ls` output, and a model must learn each word's variants before
+it can copy it. Ours splits a word the same way wherever it stands, so writing a name seen in the instruction
+or a tool output is a plain token-by-token copy, which a small model learns for words it has never seen.
 """
 
 from __future__ import annotations
@@ -85,6 +88,20 @@ def v4_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
+# Letter runs, single digits, punctuation runs (with at most one leading space), whitespace runs: a word or a
+# number always splits the same way, whatever comes before or after it.
+_COPY_SPLIT = r"[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|\s+"
+
+
+def copy_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_COPY_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
 def general_text(max_bytes: int = 4_000_000) -> Iterator[str]:
     """English prose and code from the Python standard library on this machine (no network): the first
     `max_bytes` of its `.py` sources in sorted order, so the result is the same on every run."""
@@ -120,15 +137,21 @@ def coarse_variant(tok: Tokenizer, keep: float) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 3072, min_frequency: int = 2) -> Tokenizer:
-    """A byte-level BPE over `texts` with `vocab_size` ids in all (special tokens included)."""
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 3072,
+    min_frequency: int = 2,
+    pre_tokenizer: pre_tokenizers.PreTokenizer | None = None,
+) -> Tokenizer:
+    """A byte-level BPE over `texts` with `vocab_size` ids in all (special tokens included); the pre-tokenizer
+    defaults to `copy_pre_tokenizer()` (`v4_pre_tokenizer()` gives the release's splits)."""
     if vocab_size < len(SPECIAL_TOKENS) + 256 + 1:
         raise ValueError(
             f"vocab_size {vocab_size} is too small: it must hold {len(SPECIAL_TOKENS)} special tokens "
             "and the 256 byte tokens; use at least 512"
         )
     tok = Tokenizer(models.BPE(byte_fallback=False))
-    tok.pre_tokenizer = v4_pre_tokenizer()
+    tok.pre_tokenizer = pre_tokenizer if pre_tokenizer is not None else copy_pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     # The trainer gives special tokens the first ids in this order (BOS = 0) and learns no merges inside them.
     trainer = trainers.BpeTrainer(

@@ -39,9 +39,11 @@ def agent_config(vocab_size: int, **overrides) -> ModelConfig:
     """The shipped model: every V4 part (an SWA, a CSA and an HCA layer, hash and learned MoE, mHC streams,
     one MTP block) at a size that trains on a couple of CPU cores and stores in well under 25 MB (bf16).
 
-    The window (320) covers a whole task conversation after the system prompt (at most ~260 tokens), so
+    The window (384) covers a whole task conversation after the system prompt (at most ~370 tokens), so
     every step can copy names and numbers exactly from the instruction and the tool outputs; CSA/HCA entries
-    summarise the system prompt behind it. Few layers and experts,
+    summarise the system prompt behind it. The one K=V head is 128 wide with 32 RoPE dims (the release: 512
+    and 64): it carries both the token a position holds and the one before it, which a copy (induction)
+    head matches on, and the RoPE dims let a head single out the previous position. Few layers and experts,
     two mHC streams and 4 Sinkhorn iterations (the release: 4 and 20) because on CPU the step time of a model
     this small is set by the number of small ops (the expert loop, the Sinkhorn steps), not by the matmuls."""
     base = dict(
@@ -49,15 +51,15 @@ def agent_config(vocab_size: int, **overrides) -> ModelConfig:
         dim=256,
         n_layers=3,
         n_heads=4,
-        head_dim=64,
-        rope_head_dim=16,
+        head_dim=128,
+        rope_head_dim=32,
         q_lora_rank=128,
         o_groups=2,
         o_lora_rank=64,
-        window_size=320,
+        window_size=384,
         compress_ratios=(0, 4, 128, 0),
         index_n_heads=4,
-        index_head_dim=32,
+        index_head_dim=64,
         index_topk=32,
         hc_mult=2,
         hc_sinkhorn_iters=4,
@@ -268,7 +270,7 @@ class TrainOptions:
     warmup_steps: int = 10
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
-    copy_rows: float = 0.3  # synthetic copy rows added per step, as a fraction of the task rows
+    copy_rows: float = 0.5  # synthetic copy rows added per step, as a fraction of the task rows
     # Optional first steps of copy rows only (32 x 64 tokens, no system prefix), drawn from a vocabulary
     # growing from 256 tokens to all. Off by default: a copy over 300 fixed tokens started to leave its loss
     # plateau after ~150 steps, but with the vocabulary growing over 250 steps the loss only tracked
@@ -484,10 +486,13 @@ def build_data(out: Path, n_train: int, n_heldout: int, vocab_size: int, concurr
             + prefixes
         )
         tok = train_tokenizer(texts, vocab_size)
-        # Then keep only tokens the model is trained to write (or that the fixed prompt needs): any other
-        # text splits into pieces with trained output rows.
+        # Then keep only tokens the model is trained to write, and the prompt's punctuation and whitespace
+        # runs (they keep the fixed prompt short): any other text, a held-out name included, splits into
+        # pieces with trained output rows. A word token kept for the prompt alone would be one the model
+        # never learned to write, and held-out names built from it could not be copied.
         targets = {tok.id_to_token(i) for e in trajectory_examples(tok, train_recs) for i in e.target_ids()}
         prompt = {t for p in prefixes for t in tok.encode(p, add_special_tokens=False).tokens}
+        prompt = {t for t in prompt if not any(c.isalnum() for c in t)}
         save_tokenizer(prune_vocab(tok, targets | prompt), tok_dir)
     from tokenizers import Tokenizer
 
@@ -559,8 +564,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         pad_id=tok.token_to_id("<｜▁pad▁｜>"),
         heldout=heldout,
         on_save=on_save,
-        copy_ids=[i for i in range(tok.get_vocab_size()) if i not in tok.get_added_tokens_decoder()],
+        copy_ids=copy_alphabet(tok),
     )
+
+
+def copy_alphabet(tok) -> list[int]:
+    """The tokens copy rows are drawn from: the pieces that training-pool words and numbers split into, i.e.
+    what a task has to copy. Held-out words split into the same small set of pieces (the pre-tokenizer splits
+    a word the same way everywhere), so an induction head trained on these copies them too; drawing from the
+    whole vocabulary made the skill far slower to form (the loss stays at ln(vocab) for hundreds of steps)."""
+    from agentkit.tinymodel.tasks import word_pool
+
+    ids = {i for w in word_pool("train") for i in tok.encode(w, add_special_tokens=False).ids}
+    ids |= {i for d in "0123456789" for i in tok.encode(d, add_special_tokens=False).ids}
+    return sorted(ids)
 
 
 if __name__ == "__main__":

@@ -84,3 +84,22 @@ def test_coarse_variant_splits_finer_with_the_same_ids(tok: Tokenizer) -> None:
 
 def test_hide_words_removes_whole_words_in_any_case() -> None:
     assert hide_words("Delay the delay; delayed.", ["delay"]) == "  the  ; delayed."
+
+
+def test_a_name_splits_the_same_wherever_it_stands(tok: Tokenizer) -> None:
+    # Copying a name from the instruction into a command or an answer must be a token-by-token copy: the
+    # release's pre-tokenizer would glue a leading space or quote to the word and split it differently.
+    def pieces(text: str, word: str) -> list[int]:
+        enc = tok.encode(text, add_special_tokens=False)
+        start = text.index(word)
+        return [i for i, (a, b) in zip(enc.ids, enc.offsets, strict=True) if start <= a < start + len(word)]
+
+    word = "kalozupe"
+    contexts = [
+        f"named {word}.txt", f"echo '{word} 42' >", f"dir/{word}.txt", f"{word}\n", f'"{word}!"', f"x={word}"
+    ]
+    splits = [pieces(c, word) for c in contexts]
+    assert all(s == splits[0] for s in splits), splits
+    assert len(splits[0]) > 1  # an unseen word: several pieces, each copied as is
+    nums = [tok.encode(t, add_special_tokens=False).tokens for t in ("137", "a=137", " 137\n")]
+    assert all([p for p in n if p.isdigit()] == ["1", "3", "7"] for n in nums)  # one digit per token
