@@ -8,10 +8,11 @@ first and then read whole, a compressor block is pooled every step and stored on
 and the routed experts are gathered from stacked weights. Layers of the same kind share one compiled graph
 (their weights and caches are its inputs), so compile time grows with the number of layer kinds, not layers.
 
-Same math as the eager path (runtime/model.py and the modules it calls), up to float rounding order: the
-parity tests compare both. Only plain float models on one device are taken (no FP8/FP4 weights, no
-quantisation simulation, no packed cache rows, no tensor or expert parallelism); `unsupported` says why
-not.
+Same math as the eager path (runtime/model.py and the modules it calls), up to float rounding order
+(tests/runtime/test_compiled_decode.py compares logits, tokens and cache contents). Reading whole buffers
+makes a step's cost follow the cache capacity, not the tokens held: size the capacity to the need. Only
+plain float models in one CPU process are taken (no FP8/FP4 weights, no quantisation simulation, no packed
+cache rows, no model split across processes; GPUs run the Triton kernels): `unsupported` says why not.
 """
 
 from __future__ import annotations
