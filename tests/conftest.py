@@ -8,6 +8,9 @@ from pathlib import Path
 # so the kernel tests see interpreted kernels whatever ran before them. TRITON_INTERPRET=0 runs them compiled
 # on a GPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Engines decode eagerly unless a test asks for the compiled step: a fresh inductor compile costs a minute or
+# more, and the automatic mode would start one in whichever test first passes 256 one-token steps.
+os.environ.setdefault("AGENTKIT_COMPILE", "0")
 
 import pytest
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from agentkit.runtime.config import ModelConfig
 from v4_oracle import build_oracle
-
-# Engines decode eagerly here unless a test asks for the compiled step (compiling costs a minute or more)
-os.environ.setdefault("AGENTKIT_COMPILE", "0")
 
 
 @pytest.fixture(scope="session")
