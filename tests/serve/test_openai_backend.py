@@ -5,16 +5,11 @@ errors."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
-from serve_helpers import LiveServer
+from serve_helpers import LiveServer, free_port, serve_process
 
 from agentkit.backends.base import BackendError, GenerationOptions, TokenDelta, TurnResult
 from agentkit.backends.openai import OpenAIBackend
@@ -24,47 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "examples" / "hello"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def scripted_server():
     """`agentkit serve --backend scripted:...` as its own process (the CLI path), replaying the hello
     script. The scripted replies stand in for a trained model; the HTTP, encoding and parsing paths are the
-    real ones."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "agentkit",
-        "serve",
-        "--backend",
-        f"scripted:{HELLO / 'script.yaml'}",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url.removesuffix("/v1") + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise RuntimeError(f"agentkit serve did not start:\n{out}")
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    real ones (tests/serve/test_serve_embedded_loop.py runs the same task against a trained checkpoint)."""
+    with serve_process("--backend", f"scripted:{HELLO / 'script.yaml'}") as url:
+        yield url
 
 
 def test_agent_loop_solves_a_task_through_the_server(scripted_server, tmp_path, monkeypatch):
@@ -153,7 +114,7 @@ def test_retries_with_backoff_then_errors_that_name_the_cause():
             anyio.run(wrong.complete, msgs, [], opts)
     finally:
         server.stop()
-    closed = OpenAIBackend("x", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2, backoff_s=0.01)
+    closed = OpenAIBackend("x", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=2, backoff_s=0.01)
     with pytest.raises(BackendError, match="ConnectError.*after 3 attempts"):
         anyio.run(closed.complete, msgs, [], opts)
     with pytest.raises(ValueError, match="needs a model name"):
