@@ -194,7 +194,7 @@ class EmbeddedBackend(Backend):
             if self.constrained and tools:
                 from agentkit.encoding.constrain import ToolCallConstraint
 
-                constraint = ToolCallConstraint(self.tokenizer, tools, thinking_mode=mode)
+                constraint = ToolCallConstraint(self.tokenizer, tools, thinking_mode=mode, max_tokens=limit)
             tokens = session.stream(
                 limit,
                 temperature=self.sampling[0] if options.temperature is None else options.temperature,

@@ -121,16 +121,18 @@ class JsonPrefix:
         self.lit = ""  # rest of true / false / null
         self.types = types
         self.started = False
+        self.ws = False  # the last character was whitespace
 
     def copy(self) -> JsonPrefix:
         c = JsonPrefix.__new__(JsonPrefix)
-        c.stack, c.mode, c.sub, c.lit, c.types, c.started = (
+        c.stack, c.mode, c.sub, c.lit, c.types, c.started, c.ws = (
             list(self.stack),
             self.mode,
             self.sub,
             self.lit,
             self.types,
             self.started,
+            self.ws,
         )
         return c
 
@@ -142,6 +144,33 @@ class JsonPrefix:
 
     def feed(self, text: str) -> bool:
         return all(self._char(c) for c in text)
+
+    def shortest_completion(self) -> str:
+        """The shortest text after which the value is `complete`: the open string, escape, number or literal
+        finished, a pending key given `"":0`, a pending value `0`, then every open container closed."""
+        m = self.mode
+        if m in ("string", "escape", "unicode"):
+            head = {"string": "", "escape": '"', "unicode": "0" * int(self.lit or 0)}[m] + '"'
+            if self.sub == "key":
+                head += ":0"
+        elif m == "literal":
+            head = self.lit
+        elif m == "number":
+            head = "0" if self.sub in ("sign", "dot", "e", "esign") else ""
+        elif m == "value":
+            head = self._shortest_value()
+        else:
+            head = {"value_or_end": "]", "key_or_end": "}", "key": '"":0', "colon": ":0"}.get(m, "")
+        rest = self.copy()
+        if not rest.feed(head):  # cannot happen for a state reached by feeding
+            raise AssertionError(f"JSON completion {head!r} does not fit mode {m!r}")
+        return head + "".join("}" if c == "{" else "]" for c in reversed(rest.stack))
+
+    def _shortest_value(self) -> str:
+        if self.stack or self.types is None:
+            return "0"
+        starts = set().union(*(_FIRST_CHARS[t] for t in self.types))
+        return next((v for v in ("0", '""', "[]", "{}", "null", "true") if v[0] in starts), "0")
 
     def _char(self, c: str) -> bool:
         m = self.mode
@@ -294,6 +323,7 @@ class BlockGrammar:
         "pending",
         "json",
         "keybuf",
+        "closes",
     )
 
     def __init__(
@@ -317,6 +347,7 @@ class BlockGrammar:
         self.pending = ""  # the value's tail that could be the start of </｜DSML｜parameter>
         self.json: JsonPrefix | None = None
         self.keybuf = ""
+        self.closes: dict[Any, str | None] = {}  # shortest closes from literal states, shared by copies
         self._lit([(TOOL_CALLS_START + ">\n", "item", None)])
 
     # --- public ---------------------------------------------------------------------------------------
@@ -345,12 +376,91 @@ class BlockGrammar:
                 return False
         return True
 
+    def shortest_completion(self) -> str | None:
+        """The shortest text that closes the block from here, up to `</｜DSML｜tool_calls>` (EOS, a token of
+        its own, not included): the open literal finished, the open value closed (a string value at once, a
+        JSON value by `JsonPrefix.shortest_completion`), each required parameter still missing added with its
+        shortest value, the invoke and the block closed; "" once `finished`, None in a dead state.
+
+        Feeding the result leaves the grammar `finished`; no other text does so in fewer characters."""
+        if self.mode == "dead":
+            return None
+        return self._shortest(self.closes)
+
     def first_chars(self) -> set[str] | None:
         """The characters the next text may start with, or None when (nearly) any may follow."""
         if self.mode in ("lit", "after"):
             return {o[0][self.pos] for o in self.opts}
         if self.mode == "done" or self.mode == "dead":
             return set()
+        return None
+
+    # --- shortest completion --------------------------------------------------------------------------
+    def _shortest(self, memo: dict[Any, str | None]) -> str | None:
+        """Search over the literal options, pruned to those a shortest close can take, each next state
+        solved the same way; `memo` holds the literal states solved so far (by this grammar and its copies:
+        a literal state's close depends only on the key below, not on the text before)."""
+        if self.mode in ("after", "done"):
+            return ""
+        if self.mode in ("value", "key"):
+            piece = self._value_close() if self.mode == "value" else self._key_close()
+            if piece is None:
+                return None
+            nxt = self.copy()
+            if not nxt.feed(piece):
+                return None
+            tail = nxt._shortest(memo)
+            return None if tail is None else piece + tail
+        key = (self.opts, self.pos, self.tool.name if self.tool else None, self.used, self.calls > 0)
+        if key in memo:
+            return memo[key]
+        best: str | None = None
+        for text, _, _ in self._useful_options():
+            rest = text[self.pos :]
+            nxt = self.copy()
+            if not nxt.feed(rest):
+                continue
+            tail = nxt._shortest(memo)
+            if tail is not None and (best is None or len(rest) + len(tail) < len(best)):
+                best = rest + tail
+        memo[key] = best
+        return best
+
+    def _useful_options(self) -> tuple[tuple[str, str, Any], ...]:
+        """The options a shortest close may take: no further invoke once one is closed, no parameter but the
+        first required one still missing (their order does not change the length); all of them if that
+        leaves none (the text already committed to another)."""
+        need = None
+        if self.tool is not None and self.tool.params is not None:
+            need = next((k for k in self.tool.params if k in self.tool.required and k not in self.used), None)
+        keep = []
+        for opt in self.opts:
+            action, arg = opt[1], opt[2]
+            if action == "invoke" and self.calls:
+                continue
+            if action == "freekey" or (
+                action in ("value", "enum_done")
+                and (need is None or (arg[0] if action == "value" else arg) != need)
+            ):
+                continue
+            keep.append(opt)
+        return tuple(keep) or self.opts
+
+    def _value_close(self) -> str | None:
+        rest = PARAMETER_CLOSE[len(self.pending) :]  # the closing tag's start may be written already
+        if self.json is None or self.json.complete:
+            return rest
+        value = self.json.copy()  # what is held back as a possible tag start is JSON text here
+        if not value.feed(self.pending):
+            return None
+        return value.shortest_completion() + PARAMETER_CLOSE
+
+    def _key_close(self) -> str | None:
+        """Close a free parameter name, extended by one character if it names a parameter already given."""
+        for extra in ("", *"abcdefghijklmnopqrstuvwxyz"):
+            key = self.keybuf + extra
+            if key and key not in self.used and len(key) <= MAX_FREE_KEY:
+                return extra + '"'
         return None
 
     # --- machinery ------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class ModelSource(Source):
                 thinking_mode=thinking_mode,
                 tool_choice=req.choice,
                 parallel=req.parallel_tool_calls,
+                max_tokens=params.max_tokens,
             )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[int | None] = asyncio.Queue()

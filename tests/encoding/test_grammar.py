@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 
 from agentkit.encoding import parse_completion, render_tool_calls
@@ -82,3 +85,57 @@ def test_json_prefix():
         j = JsonPrefix()
         assert not (j.feed(text) and j.complete), text
     assert not JsonPrefix(frozenset({"boolean"})).feed("1")
+
+
+def test_json_prefix_copy_keeps_the_whitespace_state():
+    j = JsonPrefix()
+    assert j.feed("[1,")
+    assert j.copy().feed(" 2]") and not j.copy().feed("  2]")  # one space between tokens, in a copy too
+
+
+def test_json_shortest_completion_closes_every_prefix():
+    text = '{"a": [1, -2.5e+3, true, null, "x\\u00e9\\n"], "b": {}}'
+    for cut in range(len(text)):
+        j = JsonPrefix()
+        assert j.feed(text[:cut])
+        close = j.shortest_completion()
+        assert j.feed(close) and j.complete, (text[:cut], close)
+        assert len(close) <= len(text) - cut  # the original rest closes it too
+        json.loads(text[:cut] + close)
+    assert JsonPrefix(frozenset({"array"})).shortest_completion() == "[]"
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [ToolCall(name="bash", arguments={"command": "ls </tmp>", "timeout": 30})],
+        [ToolCall(name="done"), ToolCall(name="pick", arguments={"color": "green"})],
+        [ToolCall(name="free", arguments={"anything": [1, {"a": None}], "x": "y"})],
+    ],
+)
+def test_shortest_completion_closes_every_prefix(calls):
+    """Cut a rendered block anywhere: the shortest completion is never longer than the cut-off rest, and
+    the result parses into calls whose arguments satisfy the schemas."""
+    text = render_tool_calls(calls)
+    schemas = {t.name: t.parameters for t in TOOLS}
+    for cut in range(len(text) + 1):
+        g = BlockGrammar(RULES)
+        assert g.feed(text[:cut])
+        close = g.shortest_completion()
+        assert close is not None and len(close) <= len(text) - cut, (text[:cut], close)
+        assert g.feed(close) and g.finished, (text[:cut], close)
+        for call in parse_completion(text[:cut] + close + EOS, thinking_mode="chat").tool_calls:
+            jsonschema.validate(call.arguments, schemas[call.name])
+
+
+def test_shortest_completion_adds_missing_required_parameters():
+    g = BlockGrammar(RULES)
+    assert g.feed(BASH)
+    assert g.shortest_completion() == (
+        '<｜DSML｜parameter name="command" string="true"></｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+        "</｜DSML｜tool_calls>"
+    )
+    g = BlockGrammar(RULES)
+    assert g.feed(BASH + '<｜DSML｜parameter name="timeout" string="false">-')
+    assert g.shortest_completion().startswith('0</｜DSML｜parameter>\n<｜DSML｜parameter name="command"')
+    assert not g.feed("x") and g.shortest_completion() is None  # a dead state has no completion
