@@ -260,7 +260,7 @@ class ToolCallConstraint:
         if g.finished:  # the block is closed: only EOS (the stop token itself, not its text spelled out)
             return _only(logits, [v.eos] if v.eos is not None else [])
         room = None  # the most ids a close may take after this token (None: no check)
-        near = False  # so near the forced close that any free token could reach it
+        near = False  # within WINDOW spare ids of the forced close: value tokens are checked too
         if left is not None:
             if not self._forced:
                 plan = self._plan(g)

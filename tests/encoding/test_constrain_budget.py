@@ -98,7 +98,8 @@ def smallest_block(tok, name: str) -> int:
 def test_a_value_that_never_closes_is_closed_within_the_budget(tok, name, script, junk, check):
     least = smallest_block(tok, name) + 1  # and EOS
     for limit in range(least, least + 60, 5):
-        proc = budget(tok, tool_choice=name, max_tokens=limit)
+        # no margin: only the check of each token against the budget keeps '[' after '[' closable
+        proc = budget(tok, tool_choice=name, max_tokens=limit, margin=0)
         ids = run(tok, proc, script, junk, limit)
         assert ids[-1] == tok.eos_id and len(ids) <= limit and not proc.gave_up, (limit, tok.decode(ids))
         msg = parse(tok, ids)
@@ -137,6 +138,20 @@ def test_a_call_opened_near_the_end(tok):
         else:
             assert limit < opened, (limit, tok.decode(ids))
     assert calls >= 5  # the later limits fit a call
+
+
+def test_a_second_call_opens_only_if_it_fits(tok):
+    first = BASH + "&</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+    script = first + BASH[len(OPEN) :]
+    counts = set()
+    for limit in range(len(tok.encode(first)) + 10, len(tok.encode(script)) + 30, 4):
+        proc = budget(tok, tool_choice="required", max_tokens=limit, margin=0)
+        ids = run(tok, proc, script, "&", limit)
+        assert ids[-1] == tok.eos_id and len(ids) <= limit, (limit, tok.decode(ids))
+        msg = parse(tok, ids)
+        assert_valid(msg)
+        counts.add(len(msg.tool_calls))
+    assert counts == {1, 2}
 
 
 def test_reasoning_ends_in_time_for_a_required_call(tok):
