@@ -39,6 +39,8 @@ def probe(
     device: str = "cpu",
     every: int = 20,
     overrides: dict | None = None,
+    lr_scale: float = 1.0,
+    kv_gain: float = 1.0,
 ) -> list[tuple[int, float]]:
     """Train on `skill` for `steps` steps; returns (step, loss) every `every` steps (also printed)."""
     if skill not in ("copy", "previous"):
@@ -46,12 +48,16 @@ def probe(
     opt = TrainOptions()
     model = Model(agent_config(vocab + 2, **(overrides or {})))
     init_weights(model, seed)
+    with torch.no_grad():  # a larger K=V gain lets a head attend sharply from the start (q is RMS-normed)
+        for name, p in model.named_parameters():
+            if name.endswith("attn.kv_norm.weight"):
+                p.fill_(kv_gain)
     model.to(device).train()
     muon, tables, gains = param_groups(model)
     optims = [
-        Muon(muon, lr=opt.muon_lr),
-        torch.optim.AdamW(tables, lr=opt.adamw_lr, betas=(0.9, 0.95)),
-        torch.optim.AdamW(gains, lr=opt.gain_lr, betas=(0.9, 0.95)),
+        Muon(muon, lr=opt.muon_lr * lr_scale),
+        torch.optim.AdamW(tables, lr=opt.adamw_lr * lr_scale, betas=(0.9, 0.95)),
+        torch.optim.AdamW(gains, lr=opt.gain_lr * lr_scale, betas=(0.9, 0.95)),
     ]
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     tokens = list(range(2, vocab + 2))
@@ -88,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr-scale", type=float, default=1.0, help="multiply every learning rate")
+    ap.add_argument("--kv-gain", type=float, default=1.0, help="initial kv_norm weight (sharper attention)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
                     help="override an integer field of the config, e.g. --set head_dim=128")
     args = ap.parse_args(argv)
@@ -99,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides[key] = int(value)
     torch.set_num_threads(args.threads)
     print(f"{args.skill}: loss of a uniform guess ln({args.vocab}) = {math.log(args.vocab):.2f}", flush=True)
-    probe(args.skill, args.steps, args.vocab, seed=args.seed, device=args.device, overrides=overrides)
+    probe(args.skill, args.steps, args.vocab, seed=args.seed, device=args.device, overrides=overrides,
+          lr_scale=args.lr_scale, kv_gain=args.kv_gain)
 
 
 if __name__ == "__main__":
