@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps (with --minutes)")
     ap.add_argument("--tasks", type=int, default=2500, help="training tasks (expert trajectories)")
     ap.add_argument("--heldout", type=int, default=200, help="held-out tasks (metrics only)")
-    ap.add_argument("--vocab", type=int, default=3072)
+    ap.add_argument("--vocab", type=int, default=1024, help="BPE vocab before pruning (~790 after)")
     ap.add_argument("--batch-tokens", type=int, default=3000)
     # One thread: on a loaded 2-core machine the many small ops of a model this size run ~3x faster
     # single-threaded than with two threads waiting on each other.
