@@ -32,6 +32,7 @@ from ..kernels.compressor import compress_pool_ref
 from ..kernels.mhc import hc_mix_ref, hc_post_ref, hc_pre_ref
 from .cache import CompressedCache, KVCache
 from .model import Block, Model
+from .moe import route
 from .ops import rms_norm, swiglu
 
 log = logging.getLogger(__name__)
@@ -226,20 +227,9 @@ def _moe(x: torch.Tensor, ids: torch.Tensor, p: dict[str, torch.Tensor], s: Laye
     """MoE.forward for one token per row: x [B, 1, D] -> [B, 1, D]."""
     flat = x[:, 0]
     logits = F.linear(flat.float(), p["gate.weight"].float())
-    if s.score_func == "sqrtsoftplus":
-        scores = F.softplus(logits).sqrt()
-    elif s.score_func == "softmax":
-        scores = logits.softmax(-1)
-    else:
-        scores = logits.sigmoid()
-    if s.hashed:
-        indices = p["gate.tid2eid"][ids].long()
-    else:
-        indices = (scores + p["gate.bias"].float()).topk(s.topk, dim=-1).indices
-    weights = scores.gather(1, indices)
-    if s.score_func != "softmax":
-        weights = weights / weights.sum(-1, keepdim=True)
-    weights = weights * s.route_scale  # [B, k]
+    hashed = p["gate.tid2eid"][ids].long() if s.hashed else None
+    bias = p.get("gate.bias")
+    weights, indices = route(logits, s.score_func, s.topk, s.route_scale, bias, hashed)  # [B, k]
     xe = flat.to(p["w1"].dtype).unsqueeze(1).unsqueeze(-1)  # [B, 1, D, 1]
     g = (p["w1"][indices] @ xe).squeeze(-1)  # [B, k, I]
     u = (p["w3"][indices] @ xe).squeeze(-1)

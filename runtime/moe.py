@@ -14,6 +14,35 @@ from .linear import Format, Linear
 from .parallel import SINGLE, Parallel
 
 
+def route(
+    logits: torch.Tensor,
+    score_func: str,
+    topk: int,
+    route_scale: float,
+    bias: torch.Tensor | None,
+    hashed: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate's routing from fp32 logits [N, E]: scores, then the top-k experts (by score + balancing bias;
+    the bias steers selection only) or the hashed ones [N, k] when given, then their weights, normalised
+    (sigmoid-like scores) and scaled -> (weights [N, k] fp32, indices [N, k] int64). Shared by `Gate` and
+    the compiled decode step, so both route the same way."""
+    if score_func == "sqrtsoftplus":
+        scores = F.softplus(logits).sqrt()
+    elif score_func == "softmax":
+        scores = logits.softmax(-1)
+    else:
+        scores = logits.sigmoid()
+    if hashed is not None:
+        indices = hashed
+    else:
+        assert bias is not None, "a learned gate needs its balancing bias"
+        indices = (scores + bias.float()).topk(topk, dim=-1).indices
+    weights = scores.gather(1, indices)
+    if score_func != "softmax":
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights * route_scale, indices
+
+
 class Expert(nn.Module):
     """w1 (gate), w3 (up) [I, D]; w2 [D, I]. The routing weight scales h before w2, as in the official
     code."""
@@ -56,20 +85,8 @@ class Gate(nn.Module):
         """x [N, D], input_ids [N] -> (weights [N, k] fp32, indices [N, k] int64)."""
         w = self.weight if self.weight.dtype == torch.float32 else self.weight.float()
         logits = F.linear(x if x.dtype == torch.float32 else x.float(), w)
-        if self.score_func == "sqrtsoftplus":
-            scores = F.softplus(logits).sqrt()
-        elif self.score_func == "softmax":
-            scores = logits.softmax(-1)
-        else:
-            scores = logits.sigmoid()
-        if self.hashed:
-            indices = self.tid2eid[input_ids].long()
-        else:
-            indices = (scores + self.bias.float()).topk(self.topk, dim=-1).indices  # bias: selection only
-        weights = scores.gather(1, indices)
-        if self.score_func != "softmax":
-            weights = weights / weights.sum(-1, keepdim=True)
-        return weights * self.route_scale, indices
+        hashed = self.tid2eid[input_ids].long() if self.hashed else None
+        return route(logits, self.score_func, self.topk, self.route_scale, self.bias, hashed)
 
 
 class MoE(nn.Module):

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import torch
 from agentkit.runtime.tokenizer import Tokenizer
+from dsml_calls import BASH_TOOL, OPEN
 
 from agentkit.encoding import parse_completion
 from agentkit.encoding.constrain import ToolCallConstraint
@@ -21,14 +22,7 @@ from agentkit.messages import Message, ToolSpec
 from agentkit.tinymodel.tokenizer_train import general_text, train_tokenizer
 
 TOOLS = [
-    ToolSpec(
-        name="bash",
-        parameters={
-            "type": "object",
-            "properties": {"command": {"type": "string"}, "timeout": {"type": "integer"}},
-            "required": ["command"],
-        },
-    ),
+    BASH_TOOL,
     ToolSpec(
         name="put",
         parameters={
@@ -39,7 +33,6 @@ TOOLS = [
     ),
 ]
 SCHEMAS = {t.name: t.parameters for t in TOOLS}
-OPEN = "\n\n<｜DSML｜tool_calls>\n"
 BASH = OPEN + '<｜DSML｜invoke name="bash">\n<｜DSML｜parameter name="command" string="true">echo 11 '
 PUT = OPEN + '<｜DSML｜invoke name="put">\n<｜DSML｜parameter name="data" string="false">'
 

@@ -6,6 +6,7 @@ import json
 
 import jsonschema
 import pytest
+from dsml_calls import BASH_TOOL, OPEN
 
 from agentkit.encoding import parse_completion, render_tool_calls
 from agentkit.encoding.grammar import BlockGrammar, JsonPrefix, tool_rules
@@ -13,35 +14,28 @@ from agentkit.encoding.tokens import EOS
 from agentkit.messages import ToolCall, ToolSpec
 
 TOOLS = [
-    ToolSpec(
-        name="bash",
-        parameters={
-            "type": "object",
-            "properties": {"command": {"type": "string"}, "timeout": {"type": "integer"}},
-            "required": ["command"],
-        },
-    ),
+    BASH_TOOL,
     ToolSpec(name="done", parameters={"type": "object", "properties": {}, "additionalProperties": False}),
     ToolSpec(name="pick", parameters={"type": "object", "properties": {"color": {"enum": ["red", "green"]}}}),
     ToolSpec(name="free", parameters={"type": "object"}),
 ]
 RULES = tool_rules(TOOLS)
-OPEN = "\n\n<｜DSML｜tool_calls>\n"
 BASH = OPEN + '<｜DSML｜invoke name="bash">\n'
+
+
+# One call with a value holding '<' and '>', two calls (an empty and an enum one), free-form JSON values.
+CALLS = [
+    [ToolCall(name="bash", arguments={"command": "ls </tmp>", "timeout": 30})],
+    [ToolCall(name="done"), ToolCall(name="pick", arguments={"color": "green"})],
+    [ToolCall(name="free", arguments={"anything": [1, {"a": None}], "x": "y"})],
+]
 
 
 def accepts(text: str, **kw) -> bool:
     return BlockGrammar(RULES, **kw).feed(text)
 
 
-@pytest.mark.parametrize(
-    "calls",
-    [
-        [ToolCall(name="bash", arguments={"command": "ls </tmp>", "timeout": 30})],
-        [ToolCall(name="done"), ToolCall(name="pick", arguments={"color": "green"})],
-        [ToolCall(name="free", arguments={"anything": [1, {"a": None}], "x": "y"})],
-    ],
-)
+@pytest.mark.parametrize("calls", CALLS)
 def test_rendered_calls_are_accepted_and_parse(calls):
     text = render_tool_calls(calls) + EOS
     g = BlockGrammar(RULES)
@@ -105,14 +99,7 @@ def test_json_shortest_completion_closes_every_prefix():
     assert JsonPrefix(frozenset({"array"})).shortest_completion() == "[]"
 
 
-@pytest.mark.parametrize(
-    "calls",
-    [
-        [ToolCall(name="bash", arguments={"command": "ls </tmp>", "timeout": 30})],
-        [ToolCall(name="done"), ToolCall(name="pick", arguments={"color": "green"})],
-        [ToolCall(name="free", arguments={"anything": [1, {"a": None}], "x": "y"})],
-    ],
-)
+@pytest.mark.parametrize("calls", CALLS)
 def test_shortest_completion_closes_every_prefix(calls):
     """Cut a rendered block anywhere: the shortest completion is never longer than the cut-off rest, and
     the result parses into calls whose arguments satisfy the schemas."""

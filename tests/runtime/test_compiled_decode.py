@@ -11,7 +11,7 @@ from agentkit.runtime.decode_graph import CompiledDecode
 from agentkit.runtime.engine import Engine
 from agentkit.runtime.kv_format import RowCodec
 from agentkit.runtime.model import Model
-from v4_oracle import randomize_ours
+from v4_oracle import random_model
 
 # CSA (with hash routing) and HCA (learned routing), each with the sliding window: two layer graphs and the
 # head (compiling a graph takes ~30 s on a busy CPU). A 16-token window, so a few steps wrap the ring; m =
@@ -22,10 +22,7 @@ CAPACITY = 160
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    torch.manual_seed(0)
-    m = Model(CFG).eval()
-    randomize_ours(m, seed=3)
-    return m
+    return random_model(CFG, seed=3)
 
 
 def _prompt(n: int) -> torch.Tensor:
@@ -109,8 +106,7 @@ def test_auto_mode_decodes_eagerly_until_the_threshold(model: Model, monkeypatch
         return getattr(decode_graph, fn.__name__)
 
     monkeypatch.setattr(decode_graph, "_compiled", fake)
-    own = Model(CFG).eval()  # a fresh model: the eager step count is per model
-    randomize_ours(own, seed=3)
+    own = random_model(CFG, seed=3)  # a fresh model: the eager step count is per model
     engine = Engine(own, capacity=64)
     session = engine.session(_prompt(10)[0].tolist())
     list(session.generate(4, temperature=0))  # 3 one-token steps (the first token comes from the prompt)
@@ -136,8 +132,7 @@ def test_unsupported_models_and_caches(model: Model) -> None:
 
 
 def test_failed_compile_falls_back_to_eager_once(monkeypatch, caplog) -> None:
-    model = Model(CFG).eval()  # its own: a failure turns the compiled step off for the model for good
-    randomize_ours(model, seed=4)
+    model = random_model(CFG, seed=4)  # its own: a failure turns the compiled step off for the model for good
 
     def broken(*args, **kwargs):
         raise NotImplementedError("no graph for this")

@@ -7,15 +7,12 @@ import pytest
 import torch
 from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.engine import Engine, sample
-from agentkit.runtime.model import Model
-from v4_oracle import randomize_ours
+from v4_oracle import random_model
 
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    torch.set_num_threads(1)
-    model = Model(ModelConfig.tiny(n_mtp_layers=0, compress_ratios=(0, 4, 128, 4)))
-    randomize_ours(model, seed=21)
+    model = random_model(ModelConfig.tiny(n_mtp_layers=0, compress_ratios=(0, 4, 128, 4)), seed=21)
     return Engine(model, capacity=256, prefill_chunk=16)
 
 

@@ -10,7 +10,7 @@ from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.engine import Engine
 from agentkit.runtime.model import Model
 from agentkit.runtime.tokenizer import Tokenizer
-from v4_oracle import randomize_ours
+from v4_oracle import random_model
 
 from agentkit.tinymodel.tokenizer_train import save_tokenizer, train_tokenizer
 
@@ -20,10 +20,7 @@ CFG = ModelConfig.tiny(compress_ratios=(0, 4, 8, 4, 0), window_size=8, max_seq_l
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    torch.set_num_threads(1)
-    m = Model(CFG).eval()
-    randomize_ours(m, seed=11)
-    return m
+    return random_model(CFG, seed=11)
 
 
 def _prompt(n: int, seed: int = 0) -> list[int]:

@@ -10,7 +10,7 @@ from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.engine import Engine
 from agentkit.runtime.model import Model
 from agentkit.runtime.scheduler import SamplingParams, Scheduler
-from v4_oracle import randomize_ours
+from v4_oracle import random_model
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0)
 # lengths cross the window (16), CSA (4) and HCA (128) boundaries differently per row
@@ -19,10 +19,7 @@ PROMPTS = [list(range(3, 3 + n)) for n in (5, 40, 17, 130, 2, 23)]
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    torch.set_num_threads(1)
-    m = Model(ModelConfig.tiny(n_mtp_layers=0, compress_ratios=(0, 4, 128, 4)))
-    randomize_ours(m, seed=5)
-    return m
+    return random_model(ModelConfig.tiny(n_mtp_layers=0, compress_ratios=(0, 4, 128, 4)), seed=5)
 
 
 @pytest.fixture(scope="module")

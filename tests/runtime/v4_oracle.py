@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from agentkit.runtime.config import ModelConfig
+from agentkit.runtime.model import Model
 
 LAYER_TYPES = {0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"}
 
@@ -156,3 +157,12 @@ def randomize_ours(model: torch.nn.Module, seed: int) -> None:
                     ]
                 )
             )
+
+
+def random_model(cfg: ModelConfig, seed: int) -> Model:
+    """Our Model for `cfg` in eval mode with `randomize_ours` weights, on one CPU thread (the machine is
+    shared and models this small gain nothing from more)."""
+    torch.set_num_threads(1)
+    model = Model(cfg).eval()
+    randomize_ours(model, seed)
+    return model
