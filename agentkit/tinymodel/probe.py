@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from agentkit.runtime.model import Model
-from agentkit.tinymodel.data import collate, copy_examples
+from agentkit.tinymodel.data import collate, copy_examples, repeat_examples
 from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.train import TrainOptions, agent_config, init_weights, param_groups
 
@@ -43,8 +43,8 @@ def probe(
     kv_gain: float = 1.0,
 ) -> list[tuple[int, float]]:
     """Train on `skill` for `steps` steps; returns (step, loss) every `every` steps (also printed)."""
-    if skill not in ("copy", "previous"):
-        raise ValueError(f"unknown skill {skill!r}: use copy or previous")
+    if skill not in ("copy", "repeat", "previous"):
+        raise ValueError(f"unknown skill {skill!r}: use copy, repeat or previous")
     opt = TrainOptions()
     model = Model(agent_config(vocab + 2, **(overrides or {})))
     init_weights(model, seed)
@@ -64,8 +64,9 @@ def probe(
     out: list[tuple[int, float]] = []
     t0 = time.monotonic()
     for step in range(1, steps + 1):
-        if skill == "copy":
-            b = collate(copy_examples(rng, tokens, 1, width, rows), pad_id=0).to(device)
+        if skill in ("copy", "repeat"):
+            make = copy_examples if skill == "copy" else repeat_examples
+            b = collate(make(rng, tokens, 1, width, rows), pad_id=0).to(device)
             logits = model(b.ids, lengths=b.lengths)[:, :-1]
             sel = b.mask[:, 1:].reshape(-1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[sel], b.ids[:, 1:].reshape(-1)[sel])
@@ -88,7 +89,7 @@ def probe(
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train a fresh tiny model on one skill; print the loss.")
-    ap.add_argument("--skill", choices=("copy", "previous"), default="copy")
+    ap.add_argument("--skill", choices=("copy", "repeat", "previous"), default="copy")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--vocab", type=int, default=2700, help="distinct tokens (the trained tokenizer: ~2.7K)")
     ap.add_argument("--device", default="cpu")

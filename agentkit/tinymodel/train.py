@@ -28,7 +28,7 @@ from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
 from agentkit.runtime.moe import Gate
-from agentkit.tinymodel.data import Batch, Example, batches, collate, copy_examples, with_copy_rows
+from agentkit.tinymodel.data import Batch, Example, batches, collate, repeat_examples, with_copy_rows
 from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
@@ -270,12 +270,12 @@ class TrainOptions:
     warmup_steps: int = 10
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
-    copy_rows: float = 0.5  # synthetic copy rows added per step, as a fraction of the task rows
-    # Optional first steps of copy rows only (32 x 64 tokens, no system prefix), drawn from a vocabulary
-    # growing from 256 tokens to all. Off by default: a copy over 300 fixed tokens started to leave its loss
-    # plateau after ~150 steps, but with the vocabulary growing over 250 steps the loss only tracked
-    # ln(vocabulary), and over the full vocabulary it stayed on the plateau for 560 steps.
-    copy_warmup: int = 0
+    copy_rows: float = 0.25  # synthetic repeat rows added per step, as a fraction of the task rows
+    # First steps on repeat rows only (32 x 64 tokens, no system prefix): the copy (induction) circuit
+    # forms there at ~1/10 of a task step's cost, before the tasks need it. Mixed into task batches from
+    # the start instead, it had not formed after ~950 steps (an hour and a half on this CPU).
+    copy_warmup: int = 1200  # at most this many warm-up steps ...
+    copy_warmup_loss: float = 0.3  # ... ending early once their loss (a running mean) is below this
     eval_every: int = 25
     save_every_minutes: float = 10.0
     log: Path | None = None
@@ -313,11 +313,10 @@ def train(
         examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
     )
     dev = model.embed.weight.device
-    order = list(copy_ids)
-    rng.shuffle(order)  # the warm-up's growing vocabulary: a fixed random order of the tokens
     records: list[dict] = []
     t0 = last_save = time.monotonic()
     step = 0
+    warm_loss = math.inf  # running mean of the warm-up's loss
     model.train()
     try:
         while True:
@@ -330,9 +329,9 @@ def train(
             for o, lr in optims:
                 for g in o.param_groups:
                     g["lr"] = lr * mult
-            if step < opt.copy_warmup and copy_ids:
-                k = min(len(order), 256 + (len(order) - 256) * step // opt.copy_warmup)
-                batch = collate(copy_examples(rng, order[:k], examples[0].ids[0], 64, 32), pad_id).to(dev)
+            warming = bool(copy_ids) and step < opt.copy_warmup and warm_loss > opt.copy_warmup_loss
+            if warming:
+                batch = collate(repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32), pad_id).to(dev)
                 logits = model(batch.ids, lengths=batch.lengths)
                 main, mtp = _masked_ce(logits[:, :-1], batch.ids[:, 1:], batch.mask[:, 1:]), torch.zeros(())
             else:
@@ -340,7 +339,8 @@ def train(
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
-                    batch = with_copy_rows(batch, copy_examples(rng, copy_ids, first, width, n_copy), pad_id)
+                    extra = repeat_examples(rng, copy_ids, first, width, n_copy)
+                    batch = with_copy_rows(batch, extra, pad_id)
                 main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp
             for o, _ in optims:
@@ -351,6 +351,9 @@ def train(
                 o.step()
             imbalance = balancer.step()
             step += 1
+            if warming:
+                value = float(main.detach())
+                warm_loss = value if math.isinf(warm_loss) else 0.9 * warm_loss + 0.1 * value
             rec = {
                 "step": step,
                 "time_s": round(time.monotonic() - t0, 1),
@@ -361,7 +364,7 @@ def train(
                 "rows": int(batch.ids.shape[0]),
                 "targets": batch.n_targets,
                 "router_max_load": round(imbalance, 2),
-                "phase": "copy" if step <= opt.copy_warmup and copy_ids else "tasks",
+                "phase": "copy" if warming else "tasks",
             }
             if heldout and step % opt.eval_every == 0:
                 res = evaluate(model, eval_prefix, heldout, pad_id)
@@ -513,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (much faster when a GPU is available)")
+    ap.add_argument("--copy-warmup", type=int, default=TrainOptions.copy_warmup,
+                    help="first steps on synthetic repeat rows only, where the copy skill forms")
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     args = ap.parse_args(argv)
 
@@ -554,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_steps=args.steps,
         batch_tokens=args.batch_tokens,
         seed=args.seed,
+        copy_warmup=args.copy_warmup if args.init is None else 0,
         log=args.out / "train.log.jsonl",
     )
     train(

@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from agentkit.tinymodel.data import Example, collate, copy_examples, with_copy_rows
+from agentkit.tinymodel.data import Example, collate, copy_examples, repeat_examples, with_copy_rows
 
 
 def test_copy_rows_target_a_repeat_of_an_earlier_span() -> None:
@@ -19,6 +19,15 @@ def test_copy_rows_target_a_repeat_of_an_earlier_span() -> None:
         span = e.ids[-k:]
         before = e.ids[1:-k]
         assert any(before[i : i + k] == span for i in range(len(before) - k + 1))
+
+
+def test_repeat_rows_target_only_tokens_an_earlier_occurrence_predicts() -> None:
+    for e in repeat_examples(random.Random(0), list(range(100, 400)), first_id=7, width=64, n=50):
+        assert e.ids[0] == 7 and len(e.ids) == 64 == len(e.mask)
+        k = e.mask.index(True) - 2  # the span's length
+        assert 4 <= k <= 16 and all(e.mask[k + 2 :]) and not any(e.mask[: k + 2])
+        for t in range(k + 2, 64):  # the token k back is the same, and so is the one before it
+            assert e.ids[t] == e.ids[t - k] and e.ids[t - 1] == e.ids[t - 1 - k]
 
 
 def test_with_copy_rows_keeps_the_task_rows() -> None:

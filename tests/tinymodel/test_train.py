@@ -65,3 +65,15 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
     ids = batch.ids[:1, :64]
     torch.testing.assert_close(loaded(ids), model(ids), atol=0.05, rtol=0.05)  # bf16 storage
     assert (tmp_path / "model" / "tokenizer.json").is_file()
+
+
+def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
+    tok, _, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    opt = T.TrainOptions(minutes=10, max_steps=3, batch_tokens=10**6, warmup_steps=1, copy_warmup=2)
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    assert [r["phase"] for r in records] == ["copy", "copy", "tasks"]
+    assert records[0]["rows"] == 32 and records[2]["rows"] > len(examples)  # repeat rows join the tasks'
+
