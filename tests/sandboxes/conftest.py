@@ -1,54 +1,17 @@
-"""Backends under test, each skipped with the reason when this machine cannot run it."""
+"""Backends under test, each skipped with the reason when this machine cannot run it (or failed, when
+AGENTKIT_TEST_REQUIRE names it: see tests/sandbox_backends.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from agentkit.sandboxes import Sandbox, SandboxConfig, create_sandbox
+from sandbox_backends import skip_unless_available, unavailable
 
 BACKENDS = ["local", "docker", "bwrap"]
 TEST_RUN_PREFIX = "pytest-"
-
-
-def docker_unavailable() -> str | None:
-    from agentkit.sandboxes.base import SandboxError
-    from agentkit.sandboxes.images import BASE_IMAGE, docker_client, image_exists
-
-    try:
-        client = docker_client()
-    except SandboxError as e:
-        return str(e)
-    if not image_exists(client, BASE_IMAGE):
-        return f"base image {BASE_IMAGE} missing: run scripts/setup-sandbox.sh"
-    return None
-
-
-def bwrap_unavailable() -> str | None:
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed; run scripts/setup-sandbox.sh"
-    probe = subprocess.run(
-        ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
-    return None
-
-
-_UNAVAILABLE = {"local": lambda: None, "docker": docker_unavailable, "bwrap": bwrap_unavailable}
-_reasons: dict[str, str | None] = {}
-
-
-def skip_unless_available(backend: str) -> None:
-    if backend not in _reasons:
-        _reasons[backend] = _UNAVAILABLE[backend]()
-    if _reasons[backend]:
-        pytest.skip(f"{backend} backend unavailable: {_reasons[backend]}")
 
 
 def new_run_id() -> str:
@@ -111,6 +74,6 @@ def new_run_id_fixture() -> Callable[[], str]:
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_containers() -> object:
     yield
-    if docker_unavailable() is None:
+    if unavailable("docker") is None:
         leaked = [c.name for c in labelled_test_containers()]
         assert not leaked, f"sandbox tests leaked containers: {leaked}"

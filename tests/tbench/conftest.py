@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-_reason: list[str | None] = []
-
-
-def docker_unavailable() -> str | None:
-    from agentkit.sandboxes.base import SandboxError
-    from agentkit.sandboxes.images import BASE_IMAGE, docker_client, image_exists
-
-    try:
-        client = docker_client()
-    except SandboxError as e:
-        return str(e)
-    try:
-        if not image_exists(client, BASE_IMAGE):
-            return f"the offline base image {BASE_IMAGE} is missing: run scripts/setup-sandbox.sh"
-    finally:
-        client.close()
-    return None
+from sandbox_backends import skip_unless_available
 
 
 @pytest.fixture
 def docker_engine() -> None:
-    if not _reason:
-        _reason.append(docker_unavailable())
-    if _reason[0]:
-        pytest.skip(f"no usable Docker engine: {_reason[0]}")
+    skip_unless_available("docker", "a usable Docker engine")
 
 
 @pytest.fixture

@@ -8,24 +8,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from sandbox_backends import skip_unless_available
 from typer.testing import CliRunner
 
 from agentkit.backends.scripted import ScriptedBackend
 from agentkit.cli import app
 from agentkit.tinymodel.evaluate import run_task, summarize
 from agentkit.tinymodel.tasks import make_task
-
-
-def _docker_missing() -> str | None:
-    from agentkit.sandboxes.base import SandboxError
-    from agentkit.sandboxes.images import BASE_IMAGE, docker_client, image_exists
-
-    try:
-        if not image_exists(docker_client(), BASE_IMAGE):
-            return f"base image {BASE_IMAGE} missing: run scripts/setup-sandbox.sh"
-    except SandboxError as e:
-        return str(e)
-    return None
 
 
 def _expert_script(task) -> list[dict]:
@@ -37,10 +26,8 @@ def _expert_script(task) -> list[dict]:
 
 @pytest.mark.parametrize("sandbox", ["local", "docker"])
 def test_the_verifier_decides_solved(tmp_path: Path, sandbox: str) -> None:
-    if sandbox == "docker" and (why := _docker_missing()):
-        # The docker case needs a running engine and the offline base image (scripts/setup-sandbox.sh makes
-        # both, and CI runs it); the local case above runs everywhere.
-        pytest.skip(f"eval in a docker sandbox needs the Docker engine and agentkit's base image: {why}")
+    if sandbox == "docker":  # the docker case needs the engine and the offline base image
+        skip_unless_available("docker", "eval in a docker sandbox")
     task = make_task("heldout", 5, family="rename")
     good = anyio.run(run_task, ScriptedBackend(_expert_script(task)), task, tmp_path, sandbox)
     assert good["solved"] and good["status"] == "completed" and good["steps"] == 3, good
