@@ -28,7 +28,15 @@ from agentkit.runtime.config import ModelConfig
 from agentkit.runtime.linear import Linear
 from agentkit.runtime.model import Model
 from agentkit.runtime.moe import Gate
-from agentkit.tinymodel.data import Batch, Example, batches, collate, repeat_examples, with_copy_rows
+from agentkit.tinymodel.data import (
+    Batch,
+    Example,
+    batches,
+    collate,
+    first_turn,
+    repeat_examples,
+    with_copy_rows,
+)
 from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
@@ -276,6 +284,8 @@ class TrainOptions:
     # the start instead, it had not formed after ~950 steps (an hour and a half on this CPU).
     copy_warmup: int = 1200  # at most this many warm-up steps ...
     copy_warmup_loss: float = 0.3  # ... ending early once their loss (a running mean) is below this
+    # Every n-th step (0: never) trains first-turn rows (`data.first_turn`) without the system prefix.
+    first_turn_every: int = 0
     eval_every: int = 25
     save_every_minutes: float = 10.0
     log: Path | None = None
@@ -313,6 +323,11 @@ def train(
         examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
     )
     dev = model.embed.weight.device
+    first_turns = (
+        batches([first_turn(e) for e in examples], opt.batch_tokens, pad_id, opt.seed + 1)
+        if opt.first_turn_every
+        else None
+    )
     records: list[dict] = []
     t0 = last_save = time.monotonic()
     step = 0
@@ -330,8 +345,13 @@ def train(
                 for g in o.param_groups:
                     g["lr"] = lr * mult
             warming = bool(copy_ids) and step < opt.copy_warmup and warm_loss > opt.copy_warmup_loss
-            if warming:
-                batch = collate(repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32), pad_id).to(dev)
+            turn_step = first_turns is not None and not warming and step % opt.first_turn_every == 1
+            if warming or turn_step:
+                batch = (
+                    collate(repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32), pad_id)
+                    if warming
+                    else next(first_turns)
+                ).to(dev)
                 logits = model(batch.ids, lengths=batch.lengths)
                 main, mtp = _masked_ce(logits[:, :-1], batch.ids[:, 1:], batch.mask[:, 1:]), torch.zeros(())
             else:
@@ -364,7 +384,7 @@ def train(
                 "rows": int(batch.ids.shape[0]),
                 "targets": batch.n_targets,
                 "router_max_load": round(imbalance, 2),
-                "phase": "copy" if warming else "tasks",
+                "phase": "copy" if warming else "first_turn" if turn_step else "tasks",
             }
             if heldout and step % opt.eval_every == 0:
                 res = evaluate(model, eval_prefix, heldout, pad_id)
@@ -516,8 +536,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (much faster when a GPU is available)")
-    ap.add_argument("--copy-warmup", type=int, default=TrainOptions.copy_warmup,
-                    help="first steps on synthetic repeat rows only, where the copy skill forms")
+    ap.add_argument(
+        "--copy-warmup",
+        type=int,
+        default=TrainOptions.copy_warmup,
+        help="first steps on synthetic repeat rows only, where the copy skill forms",
+    )
+    ap.add_argument(
+        "--first-turn-every",
+        type=int,
+        default=TrainOptions.first_turn_every,
+        help="every n-th step trains first-turn rows without the system prefix (0: never)",
+    )
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     args = ap.parse_args(argv)
 
@@ -560,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_tokens=args.batch_tokens,
         seed=args.seed,
         copy_warmup=args.copy_warmup if args.init is None else 0,
+        first_turn_every=args.first_turn_every,
         log=args.out / "train.log.jsonl",
     )
     train(

@@ -71,9 +71,13 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     tok, _, examples, prefix = setup
     model = Model(T.micro_config(tok.get_vocab_size()))
     T.init_weights(model, seed=0)
-    opt = T.TrainOptions(minutes=10, max_steps=3, batch_tokens=10**6, warmup_steps=1, copy_warmup=2)
+    opt = T.TrainOptions(
+        minutes=10, max_steps=5, batch_tokens=10**6, warmup_steps=1, copy_warmup=2, first_turn_every=2
+    )
     pad = tok.token_to_id("<｜▁pad▁｜>")
     records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
-    assert [r["phase"] for r in records] == ["copy", "copy", "tasks"]
+    assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "first_turn", "tasks"]
     assert records[0]["rows"] == 32 and records[2]["rows"] > len(examples)  # repeat rows join the tasks'
+    # first-turn rows: one per example, the instruction and the first completion only
+    assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
 
