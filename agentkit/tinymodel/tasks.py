@@ -8,6 +8,12 @@ Names and words are two-syllable made-up words and common English words (`englis
 tasks are the same on every machine). Both sets are split by a stable hash into a train pool and a held-out
 pool, so held-out tasks use names never seen in training.
 The seeds of the two splits are also kept apart (`split` is mixed into the RNG seed).
+
+Names are single-quoted in the instruction and in the commands ('fovi.txt', `wc -l < 'fovi.txt'`). A held-out
+name splits into pieces (often single letters) that follow a space token; unquoted, the first piece of the
+name in a command can be found only by a two-step lookup (the piece after the space after "in"), and a model
+trained on CPU wrote a common guess there ("so.txt"). After the quote token it is the same lookup as the rest
+of the name: find the earlier occurrence of the current token and write the one after it (induction).
 """
 
 from __future__ import annotations
@@ -123,26 +129,26 @@ def _create_file(g: _Gen) -> dict:
     if g.rng.random() < 0.5:  # the phrasing of the hello example: a quoted greeting, then a check
         phrase = f"{g.rng.choice(_GREETINGS)}, {g.word()}!"
         return dict(
-            instruction=f"Create a file called {name} in the working directory "
+            instruction=f"Create a file called '{name}' in the working directory "
             f'whose only line is "{phrase}".\nCheck the file, then say what you did.',
             files={},
             verify=f"[ \"$(cat {name})\" = '{phrase}' ]",
             expert=(
-                Step("bash", {"command": f"echo '{phrase}' > {name}"}),
-                Step("bash", {"command": f"cat {name}"}),
+                Step("bash", {"command": f"echo \"{phrase}\" > '{name}'"}),
+                Step("bash", {"command": f"cat '{name}'"}),
             ),
-            final=f'I created {name} containing "{{out1}}" and checked its contents.',
+            final=f"I created '{name}' containing \"{{out1}}\" and checked its contents.",
         )
     phrase = g.line(2, 4)
     return dict(
-        instruction=f"Create a file named {name} that contains the line: {phrase}",
+        instruction=f"Create a file named '{name}' that contains the line \"{phrase}\".",
         files={},
         verify=f"[ \"$(cat {name})\" = '{phrase}' ]",
         expert=(
-            Step("bash", {"command": f"echo '{phrase}' > {name}"}),
-            Step("bash", {"command": f"cat {name}"}),
+            Step("bash", {"command": f"echo \"{phrase}\" > '{name}'"}),
+            Step("bash", {"command": f"cat '{name}'"}),
         ),
-        final=f"I created {name} with the line: {{out1}}",
+        final=f"I created '{name}' with the line: {{out1}}",
     )
 
 
@@ -152,14 +158,14 @@ def _count(g: _Gen, what: Literal["lines", "words"]) -> dict:
     n = len(text.splitlines()) if what == "lines" else len(text.split())
     flag = "-l" if what == "lines" else "-w"
     return dict(
-        instruction=f"Count the {what} in {name} and write the number to answer.txt.",
+        instruction=f"Count the {what} in '{name}' and write the number to answer.txt.",
         files={name: text},
         verify=_answer_check(str(n)),
         expert=(
-            Step("bash", {"command": f"wc {flag} < {name}"}),
+            Step("bash", {"command": f"wc {flag} < '{name}'"}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
-        final=f"{name} has {{out0}} {what}. I wrote {{out0}} to answer.txt.",
+        final=f"'{name}' has {{out0}} {what}. I wrote {{out0}} to answer.txt.",
         extra={"answer": str(n)},
     )
 
@@ -170,14 +176,14 @@ def _run_report(g: _Gen) -> dict:
     op = g.rng.choice(["+", "*", "-"])
     result = {"+": a + b, "*": a * b, "-": a - b}[op]
     return dict(
-        instruction=f"Run {script} and write what it prints to answer.txt.",
+        instruction=f"Run '{script}' and write what it prints to answer.txt.",
         files={script: f"a={a}\nb={b}\necho $((a {op} b))\n"},
         verify=_answer_check(str(result)),
         expert=(
-            Step("bash", {"command": f"bash {script}"}),
+            Step("bash", {"command": f"bash '{script}'"}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
-        final=f"{script} printed {{out0}}. I wrote it to answer.txt.",
+        final=f"'{script}' printed {{out0}}. I wrote it to answer.txt.",
         extra={"answer": str(result)},
     )
 
@@ -194,15 +200,15 @@ def _find_word(g: _Gen) -> dict:
         files[f"{folder}/{n}"] = " ".join(lines) + "\n"
     path = f"{folder}/{names[hit]}"
     return dict(
-        instruction=f"One file in the folder {folder} contains the word {target}. "
+        instruction=f"One file in the folder '{folder}' contains the word '{target}'. "
         "Write the path of that file to answer.txt.",
         files=files,
         verify=f"[ \"$(tr -d '[:space:]' < answer.txt 2>/dev/null | sed 's|^\\./||')\" = '{path}' ]",
         expert=(
-            Step("bash", {"command": f"grep -lw {target} {folder}/*"}),
+            Step("bash", {"command": f"grep -lw '{target}' '{folder}'/*"}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
-        final=f"The word {target} is in {{out0}}. I wrote the path to answer.txt.",
+        final=f"The word '{target}' is in {{out0}}. I wrote the path to answer.txt.",
         extra={"answer": path},
     )
 
@@ -211,11 +217,11 @@ def _rename(g: _Gen) -> dict:
     src, dst = g.word() + ".txt", g.word() + ".txt"
     text = g.text(1, 3)
     return dict(
-        instruction=f"Rename {src} to {dst}.",
+        instruction=f"Rename '{src}' to '{dst}'.",
         files={src: text, g.word() + ".txt": g.text(1, 2)},
         verify=f"[ ! -e {src} ] && [ \"$(cat {dst})\" = '{text.rstrip()}' ]",
-        expert=(Step("bash", {"command": f"mv {src} {dst}"}), Step("bash", {"command": "ls"})),
-        final=f"I renamed {src} to {dst}.",
+        expert=(Step("bash", {"command": f"mv '{src}' '{dst}'"}), Step("bash", {"command": "ls"})),
+        final=f"I renamed '{src}' to '{dst}'.",
     )
 
 
@@ -223,14 +229,14 @@ def _move(g: _Gen) -> dict:
     src, folder = g.word() + ".txt", g.word()
     text = g.text(1, 3)
     return dict(
-        instruction=f"Move {src} into the folder {folder}.",
+        instruction=f"Move '{src}' into the folder '{folder}'.",
         files={src: text},
         verify=f"[ ! -e {src} ] && [ \"$(cat {folder}/{src})\" = '{text.rstrip()}' ]",
         expert=(
-            Step("bash", {"command": f"mkdir -p {folder} && mv {src} {folder}/"}),
-            Step("bash", {"command": f"ls {folder}"}),
+            Step("bash", {"command": f"mkdir -p '{folder}' && mv '{src}' '{folder}'/"}),
+            Step("bash", {"command": f"ls '{folder}'"}),
         ),
-        final=f"I moved {src} into {folder}.",
+        final=f"I moved '{src}' into '{folder}'.",
     )
 
 
@@ -241,7 +247,7 @@ def _edit_config(g: _Gen) -> dict:
         new = g.rng.randint(2, 60)
     result = new * mult + k
     return dict(
-        instruction=f"In {cfg} change {key} to {new}, then run {script} "
+        instruction=f"In '{cfg}' change '{key}' to {new}, then run '{script}' "
         "and write what it prints to answer.txt.",
         files={
             cfg: f"{other}={k}\n{key}={old}\n",
@@ -249,11 +255,11 @@ def _edit_config(g: _Gen) -> dict:
         },
         verify=f"grep -qx '{key}={new}' {cfg} && {_answer_check(str(result))}",
         expert=(
-            Step("bash", {"command": f"sed -i 's/^{key}=.*/{key}={new}/' {cfg}"}),
-            Step("bash", {"command": f"bash {script}"}),
+            Step("bash", {"command": f"sed -i 's/^{key}=.*/{key}={new}/' '{cfg}'"}),
+            Step("bash", {"command": f"bash '{script}'"}),
             Step("bash", {"command": "echo {out1} > answer.txt"}),
         ),
-        final=f"I set {key} to {new} in {cfg}. {script} printed {{out1}}, which I wrote to answer.txt.",
+        final=f"I set '{key}' to {new} in '{cfg}'. '{script}' printed {{out1}}, which I wrote to answer.txt.",
         extra={"answer": str(result)},
     )
 
@@ -265,15 +271,16 @@ def _edit_script(g: _Gen) -> dict:
         new = g.rng.randint(2, 60)
     result = new * 3 + add
     return dict(
-        instruction=f"In {script} change {var} to {new}, then run it and write what it prints to answer.txt.",
+        instruction=f"In '{script}' change '{var}' to {new}, then run it "
+        "and write what it prints to answer.txt.",
         files={script: f"{var}={old}\necho $(({var} * 3 + {add}))\n"},
         verify=f"grep -qx '{var}={new}' {script} && {_answer_check(str(result))}",
         expert=(
-            Step("bash", {"command": f"sed -i 's/^{var}=.*/{var}={new}/' {script}"}),
-            Step("bash", {"command": f"bash {script}"}),
+            Step("bash", {"command": f"sed -i 's/^{var}=.*/{var}={new}/' '{script}'"}),
+            Step("bash", {"command": f"bash '{script}'"}),
             Step("bash", {"command": "echo {out1} > answer.txt"}),
         ),
-        final=f"I set {var} to {new} in {script}. It printed {{out1}}, which I wrote to answer.txt.",
+        final=f"I set '{var}' to {new} in '{script}'. It printed {{out1}}, which I wrote to answer.txt.",
         extra={"answer": str(result)},
     )
 
