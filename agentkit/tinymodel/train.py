@@ -231,11 +231,19 @@ def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
 
 @torch.no_grad()
 def evaluate(
-    model: Model, prefix_ids: Sequence[int], examples: Sequence[Example], pad_id: int, batch_size: int = 8
+    model: Model,
+    prefix_ids: Sequence[int],
+    examples: Sequence[Example],
+    pad_id: int,
+    batch_size: int = 8,
+    name_ids: Sequence[int] = (),
 ) -> dict[str, float]:
-    """Teacher-forced held-out metrics: loss, token accuracy, and the share of assistant turns whose every
-    token is the argmax (a greedy decoder reproduces those turns exactly)."""
+    """Teacher-forced held-out metrics: loss, token accuracy, the share of assistant turns whose every
+    token is the argmax (a greedy decoder reproduces those turns exactly), and with `name_ids` (the pieces
+    names split into) the accuracy on those targets alone: the copy skill, which token accuracy hides."""
     model.eval()
+    names = torch.tensor(sorted(set(name_ids)), dtype=torch.long)
+    name_tok = name_ok = 0.0
     tot_loss = tot_tok = tot_ok = turns = turns_ok = 0.0
     for i in range(0, len(examples), batch_size):
         b = collate(examples[i : i + batch_size], pad_id).to(model.embed.weight.device)
@@ -249,6 +257,10 @@ def evaluate(
         tot_loss += float(ce[m.reshape(-1)].sum())
         tot_tok += float(m.sum())
         tot_ok += float((ok & m).sum())
+        if len(names):
+            is_name = m & torch.isin(tgt, names.to(tgt.device))
+            name_tok += float(is_name.sum())
+            name_ok += float((ok & is_name).sum())
         for r in range(m.shape[0]):  # a turn = a maximal run of target tokens
             run_ok, inside = True, False
             for t in range(m.shape[1]):
@@ -259,11 +271,14 @@ def evaluate(
             if inside:
                 turns, turns_ok = turns + 1, turns_ok + run_ok
     model.train()
-    return {
+    out = {
         "loss": tot_loss / max(tot_tok, 1),
         "token_acc": tot_ok / max(tot_tok, 1),
         "turn_exact": turns_ok / max(turns, 1),
     }
+    if len(names):
+        out["name_acc"] = name_ok / max(name_tok, 1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -387,7 +402,7 @@ def train(
                 "phase": "copy" if warming else "first_turn" if turn_step else "tasks",
             }
             if heldout and step % opt.eval_every == 0:
-                res = evaluate(model, eval_prefix, heldout, pad_id)
+                res = evaluate(model, eval_prefix, heldout, pad_id, name_ids=copy_ids)
                 rec.update({f"heldout_{k}": round(v, 4) for k, v in res.items()})
             records.append(rec)
             if opt.log is not None:

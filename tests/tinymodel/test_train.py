@@ -81,3 +81,16 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     # first-turn rows: one per example, the instruction and the first completion only
     assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
 
+
+def test_heldout_metrics_count_name_pieces_apart(setup) -> None:
+    tok, _, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    targets = [i for e in examples for i in e.target_ids()]
+    assert set(T.evaluate(model, prefix, examples, pad)) == {"loss", "token_acc", "turn_exact"}
+    # every target a "name piece": the name accuracy is the token accuracy
+    every = T.evaluate(model, prefix, examples, pad, name_ids=targets)
+    assert every["name_acc"] == pytest.approx(every["token_acc"])
+    none = T.evaluate(model, prefix, examples, pad, name_ids=[tok.get_vocab_size() + 5])
+    assert none["name_acc"] == 0.0
