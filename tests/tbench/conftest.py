@@ -8,7 +8,7 @@ from sandbox_backends import skip_unless_available
 
 @pytest.fixture
 def docker_engine() -> None:
-    skip_unless_available("docker", "a usable Docker engine")
+    skip_unless_available("docker", "a Docker engine with the base image to run task containers")
 
 
 @pytest.fixture

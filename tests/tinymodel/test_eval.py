@@ -27,7 +27,7 @@ def _expert_script(task) -> list[dict]:
 @pytest.mark.parametrize("sandbox", ["local", "docker"])
 def test_the_verifier_decides_solved(tmp_path: Path, sandbox: str) -> None:
     if sandbox == "docker":  # the docker case needs the engine and the offline base image
-        skip_unless_available("docker", "eval in a docker sandbox")
+        skip_unless_available("docker", "a docker sandbox to run the eval task in")
     task = make_task("heldout", 5, family="rename")
     good = anyio.run(run_task, ScriptedBackend(_expert_script(task)), task, tmp_path, sandbox)
     assert good["solved"] and good["status"] == "completed" and good["steps"] == 3, good
