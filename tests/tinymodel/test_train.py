@@ -94,3 +94,16 @@ def test_heldout_metrics_count_name_pieces_apart(setup) -> None:
     assert every["name_acc"] == pytest.approx(every["token_acc"])
     none = T.evaluate(model, prefix, examples, pad, name_ids=[tok.get_vocab_size() + 5])
     assert none["name_acc"] == 0.0
+
+
+def test_copy_rows_cover_the_quote_a_name_starts_after(setup) -> None:
+    """Repeat rows draw from every token the conversations use: an induction head trained on name pieces
+    alone does not copy after a quote, which is where a name's first piece is written."""
+    tok, _, examples, _ = setup
+    alphabet = set(T.copy_alphabet(tok, examples))
+    assert set(T.name_pieces(tok)) <= alphabet
+    quote = tok.encode("'fovi.txt'", add_special_tokens=False).ids[0]
+    assert quote in alphabet and quote not in T.name_pieces(tok)
+    assert quote in {i for e in examples for i in e.ids}
+    for special in ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"):
+        assert tok.token_to_id(special) not in alphabet
