@@ -107,3 +107,17 @@ def test_copy_rows_cover_the_quote_a_name_starts_after(setup) -> None:
     assert quote in {i for e in examples for i in e.ids}
     for special in ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"):
         assert tok.token_to_id(special) not in alphabet
+
+
+def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
+    tok, _, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    opt = T.TrainOptions(
+        minutes=10, max_steps=7, batch_tokens=10**6, warmup_steps=1, copy_warmup=1, copy_every=3
+    )
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    phases = [r["phase"] for r in records]
+    assert phases == ["copy", "tasks", "tasks", "copy", "tasks", "tasks", "copy"]
+    assert all(r["rows"] == 32 for r in records if r["phase"] == "copy")
