@@ -131,17 +131,30 @@ def copy_examples(
 
 
 def repeat_examples(
-    rng: random.Random, token_ids: Sequence[int], first_id: int, width: int, n: int
+    rng: random.Random,
+    token_ids: Sequence[int],
+    first_id: int,
+    width: int,
+    n: int,
+    separators: Sequence[int] = (),
 ) -> list[Example]:
     """Rows of one random span (4-16 tokens) repeated to fill `width`; the loss covers every token from the
     second one of the first repeat on. Nearly every target is an induction step (the token after the last
     occurrence of the current one), so the copy circuit gets a dense signal: in a vanilla 2-layer
     transformer over 450 tokens the loss leaves its ln(vocab) plateau after ~80 steps, where the sparse
-    `copy_examples` rows keep it there for hundreds."""
+    `copy_examples` rows keep it there for hundreds.
+
+    With `separators` the span is made of words, each a separator (a quote, a space, a slash ...) and 1-3
+    tokens: a name is written after such a token, so the copy must work with it as the current token."""
     out: list[Example] = []
     for _ in range(n):
         span_len = rng.randint(4, max(4, min(16, (width - 1) // 3)))
-        span = [rng.choice(token_ids) for _ in range(span_len)]
+        span: list[int] = []
+        while len(span) < span_len:
+            if separators:
+                span.append(rng.choice(separators))
+            span += [rng.choice(token_ids) for _ in range(rng.randint(1, 3) if separators else 1)]
+        span = span[:span_len]
         ids = [first_id] + (span * ((width - 1) // span_len + 1))[: width - 1]
         mask = [False] * (span_len + 2) + [True] * (len(ids) - span_len - 2)
         out.append(Example(ids=ids, mask=mask))

@@ -326,10 +326,11 @@ def train(
     on_save: Callable[[Model, int], None] | None = None,
     copy_ids: Sequence[int] = (),
     name_ids: Sequence[int] = (),
+    copy_separators: Sequence[int] = (),
 ) -> list[dict]:
     """Train in place until `opt.minutes` or `opt.max_steps`; `prefixes(rng)` draws each step's system prefix
-    (token ids); `copy_ids` are the tokens synthetic copy rows are drawn from (none: no copy rows);
-    `name_ids` the name pieces the held-out `name_acc` is measured on.
+    (token ids); `copy_ids` are the tokens synthetic copy rows are drawn from (none: no copy rows), with
+    `copy_separators` between their words; `name_ids` the name pieces the held-out `name_acc` is measured on.
     Returns the log records (also appended to `opt.log` as JSON lines)."""
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
@@ -370,7 +371,9 @@ def train(
             turn_step = first_turns is not None and not copy_step and step % opt.first_turn_every == 1
             if copy_step or turn_step:
                 batch = (
-                    collate(repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32), pad_id)
+                    collate(
+                        repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32, copy_separators), pad_id
+                    )
                     if copy_step
                     else next(first_turns)
                 ).to(dev)
@@ -381,7 +384,7 @@ def train(
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
-                    extra = repeat_examples(rng, copy_ids, first, width, n_copy)
+                    extra = repeat_examples(rng, copy_ids, first, width, n_copy, copy_separators)
                     batch = with_copy_rows(batch, extra, pad_id)
                 main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp
@@ -634,8 +637,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         pad_id=tok.token_to_id("<｜▁pad▁｜>"),
         heldout=heldout,
         on_save=on_save,
-        copy_ids=copy_alphabet(tok, examples),
+        copy_ids=name_pieces(tok),
         name_ids=name_pieces(tok),
+        copy_separators=name_separators(tok, examples),
     )
 
 
@@ -650,18 +654,24 @@ def name_pieces(tok) -> list[int]:
     return sorted(ids)
 
 
-def copy_alphabet(tok, examples: Iterable[Example] = ()) -> list[int]:
-    """The tokens repeat rows are drawn from: the name pieces and every other token the conversations hold
-    (quotes, spaces, punctuation, command words), special tokens excepted.
+def name_separators(tok, examples: Iterable[Example]) -> list[int]:
+    """The tokens a name piece directly follows in the training targets, name pieces and special tokens
+    excepted (a space, a quote, `_`, `/`, `=` ...): repeat rows put them between their words.
 
-    An induction head learns its match per token: trained on name pieces alone, it copied names piece by
-    piece but did nothing after a quote (loss ~14 on repeat rows over the other tokens, i.e. no copy at all),
-    and the piece after the quote is where a name starts, so the model wrote a common first letter there."""
+    An induction head learns its match per token: trained on name pieces alone it copied a name piece by
+    piece but did nothing after a quote (r9: loss ~14 on repeat rows over the other tokens), and a quote is
+    where a name starts, so the model wrote a common first letter there."""
     from agentkit.tinymodel.tokenizer_train import SPECIAL_TOKENS
 
     special = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    ids = set(name_pieces(tok)) | {i for e in examples for i in e.ids}
-    return sorted(ids - special)
+    names = set(name_pieces(tok))
+    seps = {
+        a
+        for e in examples
+        for a, b, m in zip(e.ids, e.ids[1:], e.mask[1:], strict=False)
+        if m and b in names and a not in names
+    }
+    return sorted(seps - special)
 
 
 if __name__ == "__main__":

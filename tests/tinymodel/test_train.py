@@ -3,6 +3,7 @@ V4 part, and the checkpoint it writes loads back through the runtime loader."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,7 @@ from tokenizers import Tokenizer
 
 from agentkit.tinymodel import train as T
 from agentkit.tinymodel.corpus import run_experts
-from agentkit.tinymodel.data import collate
+from agentkit.tinymodel.data import collate, repeat_examples
 from agentkit.tinymodel.tasks import make_tasks
 from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, train_tokenizer
 
@@ -96,17 +97,20 @@ def test_heldout_metrics_count_name_pieces_apart(setup) -> None:
     assert none["name_acc"] == 0.0
 
 
-def test_copy_rows_cover_the_quote_a_name_starts_after(setup) -> None:
-    """Repeat rows draw from every token the conversations use: an induction head trained on name pieces
-    alone does not copy after a quote, which is where a name's first piece is written."""
+def test_copy_rows_put_the_quote_a_name_starts_after_between_their_words(setup) -> None:
+    """An induction head trained on name pieces alone does not copy after a quote, which is where a name's
+    first piece is written: repeat rows put the tokens names follow between their words."""
     tok, _, examples, _ = setup
-    alphabet = set(T.copy_alphabet(tok, examples))
-    assert set(T.name_pieces(tok)) <= alphabet
+    seps = T.name_separators(tok, examples)
     quote = tok.encode("'fovi.txt'", add_special_tokens=False).ids[0]
-    assert quote in alphabet and quote not in T.name_pieces(tok)
-    assert quote in {i for e in examples for i in e.ids}
+    assert quote in seps and quote not in T.name_pieces(tok)
+    assert not set(seps) & set(T.name_pieces(tok))
     for special in ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"):
-        assert tok.token_to_id(special) not in alphabet
+        assert tok.token_to_id(special) not in seps
+    rows = repeat_examples(random.Random(0), T.name_pieces(tok), 7, 64, 20, separators=seps)
+    for r in rows:
+        assert r.ids[1] in seps  # every span starts a word
+        assert any(i in seps for i in r.ids[2:]) and any(i in T.name_pieces(tok) for i in r.ids)
 
 
 def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
