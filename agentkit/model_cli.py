@@ -124,6 +124,16 @@ def train_tiny(
     seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
     device: Annotated[str, typer.Option(help="cpu, or cuda when a GPU is available")] = "cpu",
+    init: Annotated[
+        Path | None, typer.Option(help="continue from this checkpoint (trained with OUT's tokenizer)")
+    ] = None,
+    copy_warmup: Annotated[
+        int | None, typer.Option(help="steps on synthetic repeat rows first (default 1200, 0 with --init)")
+    ] = None,
+    copy_every: Annotated[int, typer.Option(help="then every n-th step a repeat-row step (0: never)")] = 0,
+    first_turn_every: Annotated[
+        int, typer.Option(help="every n-th step on first turns without the system prefix (0: never)")
+    ] = 0,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
@@ -146,4 +156,9 @@ def train_tiny(
     ]
     if steps is not None:
         argv += ["--steps", str(steps)]
+    if init is not None:
+        argv += ["--init", str(init)]
+    if copy_warmup is not None:
+        argv += ["--copy-warmup", str(copy_warmup)]
+    argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
     train_main(argv)

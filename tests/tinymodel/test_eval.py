@@ -70,3 +70,25 @@ def test_agentkit_eval_names_a_missing_checkpoint(tmp_path: Path) -> None:
         app, ["eval", "--model", str(tmp_path / "nope"), "--n", "1", "--sandbox", "local"]
     )
     assert res.exit_code == 2 and "no checkpoint at" in res.output and "train-tiny" in res.output
+
+
+def test_agentkit_model_train_tiny_passes_the_recipe_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentkit.tinymodel.train as train
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(train, "main", lambda argv: seen.append(list(argv)))
+    args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
+    args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    argv = seen[0]
+    for flag, value in (
+        ("--init", str(tmp_path / "m")),
+        ("--copy-warmup", "300"),
+        ("--copy-every", "2"),
+        ("--first-turn-every", "3"),
+        ("--minutes", "5.0"),
+    ):
+        assert argv[argv.index(flag) + 1] == value
