@@ -137,18 +137,23 @@ def repeat_examples(
     width: int,
     n: int,
     separators: Sequence[int] = (),
+    max_span: int = 16,
 ) -> list[Example]:
-    """Rows of one random span (4-16 tokens) repeated to fill `width`; the loss covers every token from the
-    second one of the first repeat on. Nearly every target is an induction step (the token after the last
-    occurrence of the current one), so the copy circuit gets a dense signal: in a vanilla 2-layer
+    """Rows of one random span (4 to `max_span` tokens) repeated to fill `width`; the loss covers every token
+    from the second one of the first repeat on. Nearly every target is an induction step (the token after
+    the last occurrence of the current one), so the copy circuit gets a dense signal: in a vanilla 2-layer
     transformer over 450 tokens the loss leaves its ln(vocab) plateau after ~80 steps, where the sparse
     `copy_examples` rows keep it there for hundreds.
 
     With `separators` the span is made of words, each a separator (a quote, a space, a slash ...) and 1-3
-    tokens: a name is written after such a token, so the copy must work with it as the current token."""
+    tokens: a name is written after such a token, so the copy must work with it as the current token.
+
+    The span length is the distance back to the token to copy, and a head learns only the distances it is
+    shown: trained with spans of at most 16, a model copied 42% of the tokens 8 back and 1% of those 32 or
+    more back, while a task's names are 30-300 tokens behind the command that needs them."""
     out: list[Example] = []
     for _ in range(n):
-        span_len = rng.randint(4, max(4, min(16, (width - 1) // 3)))
+        span_len = rng.randint(4, max(4, min(max_span, (width - 1) // 2)))
         span: list[int] = []
         while len(span) < span_len:
             if separators:

@@ -41,6 +41,9 @@ from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
 MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token loss dominates
+# A warm-up step: 8 repeat rows of 256 tokens with spans up to 128, so the copy works across the distances a
+# task needs (its names are 30-300 tokens behind the command); 32 rows of 64 taught copies 16 back at most.
+COPY_WIDTH, COPY_ROWS = 256, 8
 
 
 def agent_config(vocab_size: int, **overrides) -> ModelConfig:
@@ -345,6 +348,10 @@ def train(
         examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
     )
     dev = model.embed.weight.device
+
+    def copy_rows(first: int, width: int, n: int, max_span: int) -> list[Example]:
+        return repeat_examples(rng, copy_ids, first, width, n, copy_separators, max_span)
+
     first_turns = (
         batches([first_turn(e) for e in examples], opt.batch_tokens, pad_id, opt.seed + 1)
         if opt.first_turn_every
@@ -371,9 +378,7 @@ def train(
             turn_step = first_turns is not None and not copy_step and step % opt.first_turn_every == 1
             if copy_step or turn_step:
                 batch = (
-                    collate(
-                        repeat_examples(rng, copy_ids, examples[0].ids[0], 64, 32, copy_separators), pad_id
-                    )
+                    collate(copy_rows(examples[0].ids[0], COPY_WIDTH, COPY_ROWS, COPY_WIDTH // 2), pad_id)
                     if copy_step
                     else next(first_turns)
                 ).to(dev)
@@ -384,7 +389,7 @@ def train(
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
-                    extra = repeat_examples(rng, copy_ids, first, width, n_copy, copy_separators)
+                    extra = copy_rows(first, width, n_copy, width // 2)
                     batch = with_copy_rows(batch, extra, pad_id)
                 main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp

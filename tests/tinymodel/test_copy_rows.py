@@ -30,6 +30,17 @@ def test_repeat_rows_target_only_tokens_an_earlier_occurrence_predicts() -> None
             assert e.ids[t] == e.ids[t - k] and e.ids[t - 1] == e.ids[t - 1 - k]
 
 
+def test_long_repeat_rows_copy_from_far_back() -> None:
+    """The span length is the copy distance: wide rows with a large `max_span` reach the distances a task
+    needs (its names are 30-300 tokens behind the command), and every target is still an induction step."""
+    rows = repeat_examples(random.Random(0), list(range(100, 400)), 7, width=256, n=60, max_span=128)
+    spans = [e.mask.index(True) - 2 for e in rows]
+    assert min(spans) >= 4 and max(spans) <= 127 and sum(k > 64 for k in spans) >= 10
+    for e, k in zip(rows, spans, strict=True):
+        assert len(e.ids) == 256 and all(e.mask[k + 2 :]) and not any(e.mask[: k + 2])
+        assert all(e.ids[t] == e.ids[t - k] for t in range(k + 2, 256))
+
+
 def test_with_copy_rows_keeps_the_task_rows() -> None:
     task = [
         Example(ids=[7, *range(1, 12)], mask=[False] * 3 + [True] * 9),

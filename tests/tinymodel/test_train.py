@@ -78,7 +78,8 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     pad = tok.token_to_id("<｜▁pad▁｜>")
     records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
     assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "first_turn", "tasks"]
-    assert records[0]["rows"] == 32 and records[2]["rows"] > len(examples)  # repeat rows join the tasks'
+    assert records[0]["rows"] == T.COPY_ROWS
+    assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
     # first-turn rows: one per example, the instruction and the first completion only
     assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
 
@@ -124,4 +125,4 @@ def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
     records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
     phases = [r["phase"] for r in records]
     assert phases == ["copy", "tasks", "tasks", "copy", "tasks", "tasks", "copy"]
-    assert all(r["rows"] == 32 for r in records if r["phase"] == "copy")
+    assert all(r["rows"] == T.COPY_ROWS for r in records if r["phase"] == "copy")
