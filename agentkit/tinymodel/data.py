@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -150,10 +151,13 @@ def repeat_examples(
 
     The span length is the distance back to the token to copy, and a head learns only the distances it is
     shown: trained with spans of at most 16, a model copied 42% of the tokens 8 back and 1% of those 32 or
-    more back, while a task's names are 30-300 tokens behind the command that needs them."""
+    more back, while a task's names are 30-300 tokens behind the command that needs them. Lengths are
+    log-uniform: with uniform ones most rows asked for a distance not yet learnt, and the copy loss of a
+    model that copied 8 back stayed near ln(vocab) (5.2-5.7 after 100 such steps)."""
     out: list[Example] = []
     for _ in range(n):
-        span_len = rng.randint(4, max(4, min(max_span, (width - 1) // 2)))
+        top = max(4, min(max_span, (width - 1) // 2))
+        span_len = min(top, int(math.exp(rng.uniform(math.log(4), math.log(top + 1)))))  # log-uniform
         span: list[int] = []
         while len(span) < span_len:
             if separators:
