@@ -41,6 +41,7 @@ def probe(
     overrides: dict | None = None,
     lr_scale: float = 1.0,
     kv_gain: float = 1.0,
+    max_span: int = 16,
 ) -> list[tuple[int, float]]:
     """Train on `skill` for `steps` steps; returns (step, loss) every `every` steps (also printed)."""
     if skill not in ("copy", "repeat", "previous"):
@@ -65,8 +66,11 @@ def probe(
     t0 = time.monotonic()
     for step in range(1, steps + 1):
         if skill in ("copy", "repeat"):
-            make = copy_examples if skill == "copy" else repeat_examples
-            b = collate(make(rng, tokens, 1, width, rows), pad_id=0).to(device)
+            if skill == "copy":
+                rows_ = copy_examples(rng, tokens, 1, width, rows)
+            else:
+                rows_ = repeat_examples(rng, tokens, 1, width, rows, max_span=max_span)
+            b = collate(rows_, pad_id=0).to(device)
             logits = model(b.ids, lengths=b.lengths)[:, :-1]
             sel = b.mask[:, 1:].reshape(-1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[sel], b.ids[:, 1:].reshape(-1)[sel])
@@ -84,6 +88,24 @@ def probe(
             value = float(loss.detach())
             out.append((step, value))
             print(f"step {step:5d}  {time.monotonic() - t0:7.1f}s  loss {value:.3f}", flush=True)
+    if skill == "repeat":
+        accs = copy_by_distance(model, tokens, [d for d in (8, 16, 32, 64, 128) if 2 * d < width], device)
+        print("copy accuracy by distance: " + "  ".join(f"{d}: {a:.2f}" for d, a in accs.items()), flush=True)
+    return out
+
+
+@torch.no_grad()
+def copy_by_distance(model: Model, tokens: Sequence[int], distances: Sequence[int], device: str) -> dict:
+    """Greedy accuracy on the second copy of a random span, per span length (= the distance to copy from)."""
+    rng = random.Random(12345)
+    model.eval()
+    out = {}
+    for d in distances:
+        spans = [[rng.choice(tokens) for _ in range(d)] for _ in range(16)]
+        ids = torch.tensor([[1] + s + s for s in spans], device=device)
+        pred = model(ids)[:, d + 1 : -1].argmax(-1)  # positions d+1.. predict the repeat's tokens 2..
+        out[d] = float((pred == ids[:, d + 2 :]).float().mean())
+    model.train()
     return out
 
 
@@ -96,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiply every learning rate")
+    ap.add_argument("--width", type=int, default=64, help="tokens per row")
+    ap.add_argument("--rows", type=int, default=32, help="rows per step")
+    ap.add_argument("--max-span", type=int, default=16, help="repeat: longest span (= copy distance)")
     ap.add_argument("--kv-gain", type=float, default=1.0, help="initial kv_norm weight (sharper attention)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
                     help="override an integer field of the config, e.g. --set head_dim=128")
@@ -109,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"{args.skill}: loss of a uniform guess ln({args.vocab}) = {math.log(args.vocab):.2f}", flush=True)
     probe(args.skill, args.steps, args.vocab, seed=args.seed, device=args.device, overrides=overrides,
-          lr_scale=args.lr_scale, kv_gain=args.kv_gain)
+          lr_scale=args.lr_scale, kv_gain=args.kv_gain, rows=args.rows, width=args.width,
+          max_span=args.max_span)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,22 @@ def test_skill_probe_runs_and_reports_the_loss() -> None:
         assert all(0 < loss < 3 * math.log(40) for _, loss in out)  # starts near a uniform guess
     with pytest.raises(ValueError, match="unknown skill"):
         probe("sort", steps=1, vocab=40)
+
+
+def test_copy_by_distance_scores_the_repeat_only() -> None:
+    from agentkit.tinymodel.probe import copy_by_distance
+
+    class Oracle(torch.nn.Module):
+        """Logits whose argmax is the next token (`peek`) or the current one."""
+
+        def __init__(self, peek: bool) -> None:
+            super().__init__()
+            self.peek = peek
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            target = torch.roll(ids, -1, dims=1) if self.peek else ids
+            return torch.nn.functional.one_hot(target, 100).float()
+
+    tokens = list(range(10, 100))
+    assert copy_by_distance(Oracle(True), tokens, [8, 32], "cpu") == {8: 1.0, 32: 1.0}
+    assert all(a < 0.2 for a in copy_by_distance(Oracle(False), tokens, [8, 32], "cpu").values())
