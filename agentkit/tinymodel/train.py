@@ -44,6 +44,9 @@ MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token los
 # A warm-up step: 8 repeat rows of 256 tokens with spans up to 128, so the copy works across the distances a
 # task needs (its names are 30-300 tokens behind the command); 32 rows of 64 taught copies 16 back at most.
 COPY_WIDTH, COPY_ROWS = 256, 8
+# The longest span starts at 16 and doubles each time the warm-up's loss is under COPY_GROW_LOSS: with spans
+# up to 128 from the start, a fresh model (and a vanilla 2-layer GPT) stayed at ln(vocab) for 200-400 steps.
+COPY_FIRST_SPAN, COPY_GROW_LOSS = 16, 1.0
 
 
 def agent_config(vocab_size: int, **overrides) -> ModelConfig:
@@ -297,7 +300,7 @@ class TrainOptions:
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
     copy_rows: float = 0.25  # synthetic repeat rows added per step, as a fraction of the task rows
-    # First steps on repeat rows only (32 x 64 tokens, no system prefix): the copy (induction) circuit
+    # First steps on repeat rows only (COPY_ROWS x COPY_WIDTH, no system prefix): the copy (induction) circuit
     # forms there at ~1/10 of a task step's cost, before the tasks need it. Mixed into task batches from
     # the start instead, it had not formed after ~950 steps (an hour and a half on this CPU).
     copy_warmup: int = 1200  # at most this many warm-up steps ...
@@ -361,6 +364,8 @@ def train(
     t0 = last_save = time.monotonic()
     step = 0
     warm_loss = math.inf  # running mean of the warm-up's loss
+    span = COPY_FIRST_SPAN if opt.copy_warmup else COPY_WIDTH // 2  # the repeat rows' longest span
+    warming = bool(copy_ids)
     model.train()
     try:
         while True:
@@ -373,12 +378,16 @@ def train(
             for o, lr in optims:
                 for g in o.param_groups:
                     g["lr"] = lr * mult
-            warming = bool(copy_ids) and step < opt.copy_warmup and warm_loss > opt.copy_warmup_loss
+            if warm_loss < COPY_GROW_LOSS and span < COPY_WIDTH // 2:
+                span, warm_loss = span * 2, math.inf  # this distance is learnt: ask for twice as far
+            warming = warming and step < opt.copy_warmup and (
+                warm_loss > opt.copy_warmup_loss or span < COPY_WIDTH // 2
+            )  # once over, it stays over
             copy_step = warming or (bool(copy_ids) and opt.copy_every > 0 and step % opt.copy_every == 0)
             turn_step = first_turns is not None and not copy_step and step % opt.first_turn_every == 1
             if copy_step or turn_step:
                 batch = (
-                    collate(copy_rows(examples[0].ids[0], COPY_WIDTH, COPY_ROWS, COPY_WIDTH // 2), pad_id)
+                    collate(copy_rows(examples[0].ids[0], COPY_WIDTH, COPY_ROWS, span), pad_id)
                     if copy_step
                     else next(first_turns)
                 ).to(dev)
@@ -389,7 +398,7 @@ def train(
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
-                    extra = copy_rows(first, width, n_copy, width // 2)
+                    extra = copy_rows(first, width, n_copy, span)
                     batch = with_copy_rows(batch, extra, pad_id)
                 main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp
@@ -401,7 +410,7 @@ def train(
                 o.step()
             imbalance = balancer.step()
             step += 1
-            if warming:
+            if copy_step:
                 value = float(main.detach())
                 warm_loss = value if math.isinf(warm_loss) else 0.9 * warm_loss + 0.1 * value
             rec = {
@@ -416,6 +425,8 @@ def train(
                 "router_max_load": round(imbalance, 2),
                 "phase": "copy" if copy_step else "first_turn" if turn_step else "tasks",
             }
+            if copy_step:
+                rec["copy_span"] = span
             if heldout and step % opt.eval_every == 0:
                 res = evaluate(model, eval_prefix, heldout, pad_id, name_ids=name_ids)
                 rec.update({f"heldout_{k}": round(v, 4) for k, v in res.items()})

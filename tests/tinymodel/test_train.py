@@ -126,3 +126,22 @@ def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
     phases = [r["phase"] for r in records]
     assert phases == ["copy", "tasks", "tasks", "copy", "tasks", "tasks", "copy"]
     assert all(r["rows"] == T.COPY_ROWS for r in records if r["phase"] == "copy")
+
+
+def test_warm_up_asks_for_longer_copies_once_the_shorter_ones_are_learnt(
+    setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok, _, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    opt = T.TrainOptions(minutes=10, max_steps=6, batch_tokens=10**6, warmup_steps=1, copy_warmup=5)
+    monkeypatch.setattr(T, "COPY_GROW_LOSS", 100.0)  # every loss counts as learnt: grow at each step
+    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    assert [r["phase"] for r in records] == ["copy"] * 5 + ["tasks"]
+    assert [r["copy_span"] for r in records[:5]] == [16, 32, 64, 128, 128]
+    monkeypatch.setattr(T, "COPY_GROW_LOSS", 0.0)  # never learnt: the span stays, the warm-up runs its course
+    model2 = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model2, seed=0)
+    records = T.train(model2, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    assert [r.get("copy_span") for r in records] == [16] * 5 + [None]
