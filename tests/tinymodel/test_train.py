@@ -68,15 +68,19 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
     assert (tmp_path / "model" / "tokenizer.json").is_file()
 
 
-def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
+def _schedule(setup, steps: int, **options) -> list[dict]:
+    """The log records of `steps` training steps of a fresh micro model, copy rows over tokens 300-399."""
     tok, _, examples, prefix = setup
     model = Model(T.micro_config(tok.get_vocab_size()))
     T.init_weights(model, seed=0)
-    opt = T.TrainOptions(
-        minutes=10, max_steps=5, batch_tokens=10**6, warmup_steps=1, copy_warmup=2, first_turn_every=2
-    )
+    opt = T.TrainOptions(minutes=10, max_steps=steps, batch_tokens=10**6, warmup_steps=1, **options)
     pad = tok.token_to_id("<｜▁pad▁｜>")
-    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    return T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+
+
+def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
+    examples = setup[2]
+    records = _schedule(setup, 5, copy_warmup=2, first_turn_every=2)
     assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "first_turn", "tasks"]
     assert records[0]["rows"] == T.COPY_ROWS
     assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
@@ -115,14 +119,7 @@ def test_copy_rows_put_the_quote_a_name_starts_after_between_their_words(setup) 
 
 
 def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
-    tok, _, examples, prefix = setup
-    model = Model(T.micro_config(tok.get_vocab_size()))
-    T.init_weights(model, seed=0)
-    opt = T.TrainOptions(
-        minutes=10, max_steps=7, batch_tokens=10**6, warmup_steps=1, copy_warmup=1, copy_every=3
-    )
-    pad = tok.token_to_id("<｜▁pad▁｜>")
-    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    records = _schedule(setup, 7, copy_warmup=1, copy_every=3)
     phases = [r["phase"] for r in records]
     assert phases == ["copy", "tasks", "tasks", "copy", "tasks", "tasks", "copy"]
     assert all(r["rows"] == T.COPY_ROWS for r in records if r["phase"] == "copy")
@@ -131,17 +128,10 @@ def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
 def test_warm_up_asks_for_longer_copies_once_the_shorter_ones_are_learnt(
     setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tok, _, examples, prefix = setup
-    model = Model(T.micro_config(tok.get_vocab_size()))
-    T.init_weights(model, seed=0)
-    pad = tok.token_to_id("<｜▁pad▁｜>")
-    opt = T.TrainOptions(minutes=10, max_steps=6, batch_tokens=10**6, warmup_steps=1, copy_warmup=5)
     monkeypatch.setattr(T, "COPY_GROW_LOSS", 100.0)  # every loss counts as learnt: grow at each step
-    records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    records = _schedule(setup, 6, copy_warmup=5)
     assert [r["phase"] for r in records] == ["copy"] * 5 + ["tasks"]
     assert [r["copy_span"] for r in records[:5]] == [16, 32, 64, 128, 128]
     monkeypatch.setattr(T, "COPY_GROW_LOSS", 0.0)  # never learnt: the span stays, the warm-up runs its course
-    model2 = Model(T.micro_config(tok.get_vocab_size()))
-    T.init_weights(model2, seed=0)
-    records = T.train(model2, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    records = _schedule(setup, 6, copy_warmup=5)
     assert [r.get("copy_span") for r in records] == [16] * 5 + [None]
