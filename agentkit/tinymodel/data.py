@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -131,45 +130,6 @@ def copy_examples(
     return out
 
 
-def repeat_examples(
-    rng: random.Random,
-    token_ids: Sequence[int],
-    first_id: int,
-    width: int,
-    n: int,
-    separators: Sequence[int] = (),
-    max_span: int = 16,
-) -> list[Example]:
-    """Rows of one random span (4 to `max_span` tokens) repeated to fill `width`; the loss covers every token
-    from the second one of the first repeat on. Nearly every target is an induction step (the token after
-    the last occurrence of the current one), so the copy circuit gets a dense signal: in a vanilla 2-layer
-    transformer over 450 tokens the loss leaves its ln(vocab) plateau after ~80 steps, where the sparse
-    `copy_examples` rows keep it there for hundreds.
-
-    With `separators` the span is made of words, each a separator (a quote, a space, a slash ...) and 1-3
-    tokens: a name is written after such a token, so the copy must work with it as the current token.
-
-    The span length is the distance back to the token to copy, and a head learns only the distances it is
-    shown: trained with spans of at most 16, a model copied 42% of the tokens 8 back and 1% of those 32 or
-    more back, while a task's names are 30-300 tokens behind the command that needs them. Lengths are
-    log-uniform: with uniform ones most rows asked for a distance not yet learnt, and the copy loss of a
-    model that copied 8 back stayed near ln(vocab) (5.2-5.7 after 100 such steps)."""
-    out: list[Example] = []
-    for _ in range(n):
-        top = max(4, min(max_span, (width - 1) // 2))
-        span_len = min(top, int(math.exp(rng.uniform(math.log(4), math.log(top + 1)))))  # log-uniform
-        span: list[int] = []
-        while len(span) < span_len:
-            if separators:
-                span.append(rng.choice(separators))
-            span += [rng.choice(token_ids) for _ in range(rng.randint(1, 3) if separators else 1)]
-        span = span[:span_len]
-        ids = [first_id] + (span * ((width - 1) // span_len + 1))[: width - 1]
-        mask = [False] * (span_len + 2) + [True] * (len(ids) - span_len - 2)
-        out.append(Example(ids=ids, mask=mask))
-    return out
-
-
 def with_copy_rows(batch: Batch, extra: Sequence[Example], pad_id: int) -> Batch:
     """`batch` plus `extra` rows (no wider than the batch), padded to the batch's width."""
     rows = [
@@ -177,3 +137,48 @@ def with_copy_rows(batch: Batch, extra: Sequence[Example], pad_id: int) -> Batch
         for i, n in enumerate(batch.lengths)
     ]
     return collate(rows + list(extra), pad_id)
+
+
+def recall_examples(
+    rng: random.Random,
+    token_ids: Sequence[int],
+    first_id: int,
+    width: int,
+    n: int,
+    separators: Sequence[int] = (),
+    pool: tuple[int, int] | None = None,
+    fresh: float = 0.4,
+) -> list[Example]:
+    """Rows of words (a key token, then 1-3 name pieces) where some words come back at random distances;
+    the loss covers the tokens after the key of each word that comes back (its key is the cue).
+
+    Each target's distance back differs, so no head attending a fixed offset back helps and only a content
+    lookup (find the earlier occurrence of the current token, write the token after it: an induction head)
+    lowers the loss. Rows of one span repeated, whose targets in a row all lie the same distance back, taught
+    a model position heads for the common span lengths and no lookup: it copied 93% of the tokens 12 back
+    and 5% of those 16 back. Keys are distinct within a row and drawn from the separators (a
+    quote, a space, ...) as often as from the name pieces: a name is written after such a token. A row holds
+    `pool` (default: 2 to width/16) words that come back, and `fresh` of its words are said once only."""
+    out: list[Example] = []
+    lo, hi = pool or (2, max(2, width // 16))
+    for _ in range(n):
+        size = rng.randint(lo, hi)
+        n_keys = min(len(token_ids), max(len(separators), size + 8))
+        keys = list(separators) + rng.sample(list(token_ids), n_keys)
+        rng.shuffle(keys)
+        pool_keys, spare = keys[:size], keys[size:] or keys
+        words = {k: [rng.choice(token_ids) for _ in range(rng.randint(1, 3))] for k in pool_keys}
+        ids, mask = [first_id], [False]
+        seen: set[int] = set()
+        while len(ids) < width:
+            if rng.random() < fresh:
+                key, again = rng.choice(spare), False
+                body = [rng.choice(token_ids) for _ in range(rng.randint(1, 3))]
+            else:
+                key = rng.choice(pool_keys)
+                body, again = words[key], key in seen
+                seen.add(key)
+            ids += [key] + body
+            mask += [False] + [again] * len(body)
+        out.append(Example(ids=ids[:width], mask=mask[:width]))
+    return out

@@ -34,19 +34,21 @@ from agentkit.tinymodel.data import (
     batches,
     collate,
     first_turn,
-    repeat_examples,
+    recall_examples,
     with_copy_rows,
 )
 from agentkit.tinymodel.muon import Muon
 from agentkit.tinymodel.tokenizer_train import coarse_variant
 
 MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token loss dominates
-# A warm-up step: 8 repeat rows of 256 tokens with spans up to 128, so the copy works across the distances a
-# task needs (its names are 30-300 tokens behind the command); 32 rows of 64 taught copies 16 back at most.
-COPY_WIDTH, COPY_ROWS = 256, 8
-# The longest span starts at 16 and doubles each time the warm-up's loss is under COPY_GROW_LOSS: with spans
-# up to 128 from the start, a fresh model (and a vanilla 2-layer GPT) stayed at ln(vocab) for 200-400 steps.
-COPY_FIRST_SPAN, COPY_GROW_LOSS = 16, 1.0
+# A warm-up step: COPY_TOKENS tokens of recall rows (`data.recall_examples`: words that come back at random
+# distances, so only a content lookup predicts them). Rows start COPY_FIRST_WIDTH wide and double each time
+# the warm-up's loss (a running mean) is under COPY_GROW_LOSS, up to COPY_WIDTH, the distances a task needs
+# (its names are 30-300 tokens behind the command). Rows 128 or 256 wide from the start kept a fresh model,
+# and a vanilla 2-layer GPT, at ln(vocab) for 400-600 steps: with hundreds of positions to attend to, the
+# first, nearly uniform attention carries almost no signal about which one holds the answer. 32 wide, both
+# left that plateau within 100-150 steps.
+COPY_TOKENS, COPY_FIRST_WIDTH, COPY_WIDTH, COPY_GROW_LOSS = 2048, 32, 256, 1.0
 
 
 def agent_config(vocab_size: int, **overrides) -> ModelConfig:
@@ -300,7 +302,7 @@ class TrainOptions:
     decay_frac: float = 0.3  # the last 30% of the budget decays the learning rate linearly to 10%
     seed: int = 0
     copy_rows: float = 0.25  # synthetic repeat rows added per step, as a fraction of the task rows
-    # First steps on repeat rows only (COPY_ROWS x COPY_WIDTH, no system prefix): the copy (induction) circuit
+    # First steps on recall rows only (COPY_TOKENS a step, no system prefix): the copy (induction) circuit
     # forms there at ~1/10 of a task step's cost, before the tasks need it. Mixed into task batches from
     # the start instead, it had not formed after ~950 steps (an hour and a half on this CPU).
     copy_warmup: int = 1200  # at most this many warm-up steps ...
@@ -352,8 +354,8 @@ def train(
     )
     dev = model.embed.weight.device
 
-    def copy_rows(first: int, width: int, n: int, max_span: int) -> list[Example]:
-        return repeat_examples(rng, copy_ids, first, width, n, copy_separators, max_span)
+    def copy_rows(first: int, width: int, n: int) -> list[Example]:
+        return recall_examples(rng, copy_ids, first, width, n, copy_separators)
 
     first_turns = (
         batches([first_turn(e) for e in examples], opt.batch_tokens, pad_id, opt.seed + 1)
@@ -364,7 +366,7 @@ def train(
     t0 = last_save = time.monotonic()
     step = 0
     warm_loss = math.inf  # running mean of the warm-up's loss
-    span = COPY_FIRST_SPAN if opt.copy_warmup else COPY_WIDTH // 2  # the repeat rows' longest span
+    copy_width = COPY_FIRST_WIDTH  # the recall rows' width, grown as the copy loss allows (in any phase)
     warming = bool(copy_ids)
     model.train()
     try:
@@ -378,16 +380,16 @@ def train(
             for o, lr in optims:
                 for g in o.param_groups:
                     g["lr"] = lr * mult
-            if warm_loss < COPY_GROW_LOSS and span < COPY_WIDTH // 2:
-                span, warm_loss = span * 2, math.inf  # this distance is learnt: ask for twice as far
+            if warm_loss < COPY_GROW_LOSS and copy_width < COPY_WIDTH:
+                copy_width, warm_loss = copy_width * 2, math.inf  # learnt at this width: look twice as far
             warming = warming and step < opt.copy_warmup and (
-                warm_loss > opt.copy_warmup_loss or span < COPY_WIDTH // 2
+                warm_loss > opt.copy_warmup_loss or copy_width < COPY_WIDTH
             )  # once over, it stays over
             copy_step = warming or (bool(copy_ids) and opt.copy_every > 0 and step % opt.copy_every == 0)
             turn_step = first_turns is not None and not copy_step and step % opt.first_turn_every == 1
             if copy_step or turn_step:
                 batch = (
-                    collate(copy_rows(examples[0].ids[0], COPY_WIDTH, COPY_ROWS, span), pad_id)
+                    collate(copy_rows(examples[0].ids[0], copy_width, COPY_TOKENS // copy_width), pad_id)
                     if copy_step
                     else next(first_turns)
                 ).to(dev)
@@ -398,7 +400,7 @@ def train(
                 n_copy = round(opt.copy_rows * batch.ids.shape[0]) if copy_ids else 0
                 if n_copy:
                     first, width = int(batch.ids[0, 0]), batch.ids.shape[1]
-                    extra = copy_rows(first, width, n_copy, span)
+                    extra = copy_rows(first, min(width, copy_width), n_copy)
                     batch = with_copy_rows(batch, extra, pad_id)
                 main, mtp = losses(model, prefixes(rng), batch)
             loss = main + MTP_WEIGHT * mtp
@@ -426,7 +428,7 @@ def train(
                 "phase": "copy" if copy_step else "first_turn" if turn_step else "tasks",
             }
             if copy_step:
-                rec["copy_span"] = span
+                rec["copy_width"] = copy_width
             if heldout and step % opt.eval_every == 0:
                 res = evaluate(model, eval_prefix, heldout, pad_id, name_ids=name_ids)
                 rec.update({f"heldout_{k}": round(v, 4) for k, v in res.items()})

@@ -7,7 +7,13 @@ import random
 
 import torch
 
-from agentkit.tinymodel.data import Example, collate, copy_examples, repeat_examples, with_copy_rows
+from agentkit.tinymodel.data import (
+    Example,
+    collate,
+    copy_examples,
+    recall_examples,
+    with_copy_rows,
+)
 
 
 def test_copy_rows_target_a_repeat_of_an_earlier_span() -> None:
@@ -21,24 +27,28 @@ def test_copy_rows_target_a_repeat_of_an_earlier_span() -> None:
         assert any(before[i : i + k] == span for i in range(len(before) - k + 1))
 
 
-def test_repeat_rows_target_only_tokens_an_earlier_occurrence_predicts() -> None:
-    for e in repeat_examples(random.Random(0), list(range(100, 400)), first_id=7, width=64, n=50):
-        assert e.ids[0] == 7 and len(e.ids) == 64 == len(e.mask)
-        k = e.mask.index(True) - 2  # the span's length
-        assert 4 <= k <= 16 and all(e.mask[k + 2 :]) and not any(e.mask[: k + 2])
-        for t in range(k + 2, 64):  # the token k back is the same, and so is the one before it
-            assert e.ids[t] == e.ids[t - k] and e.ids[t - 1] == e.ids[t - 1 - k]
-
-
-def test_long_repeat_rows_copy_from_far_back() -> None:
-    """The span length is the copy distance: wide rows with a large `max_span` reach the distances a task
-    needs (its names are 30-300 tokens behind the command), and every target is still an induction step."""
-    rows = repeat_examples(random.Random(0), list(range(100, 400)), 7, width=256, n=60, max_span=128)
-    spans = [e.mask.index(True) - 2 for e in rows]
-    assert min(spans) >= 4 and max(spans) <= 127 and sum(k > 64 for k in spans) >= 10
-    for e, k in zip(rows, spans, strict=True):
-        assert len(e.ids) == 256 and all(e.mask[k + 2 :]) and not any(e.mask[: k + 2])
-        assert all(e.ids[t] == e.ids[t - k] for t in range(k + 2, 256))
+def test_recall_rows_target_words_that_come_back_from_many_distances() -> None:
+    """Every target continues a word whose key (the token before the word's first target) was seen
+    earlier with the same word after it, so an induction head predicts it; and within one row the distance
+    back differs from target to target, so no head attending a fixed offset back does."""
+    seps, pieces = list(range(2, 21)), list(range(100, 400))
+    rows = recall_examples(random.Random(0), pieces, 7, width=256, n=40, separators=seps)
+    n_offsets = []
+    for e in rows:
+        assert e.ids[0] == 7 and len(e.ids) == 256 == len(e.mask) and sum(e.mask) > 20
+        offsets = set()
+        for t in range(1, 256):
+            if not e.mask[t]:
+                continue
+            cue = e.ids[t - 1]  # the key, or the previous piece of the same word
+            back = [j for j in range(1, t - 1) if e.ids[j] == cue and not e.mask[j]]
+            assert back and any(e.ids[j + 1] == e.ids[t] for j in back), (t, e.ids[: t + 1])
+            offsets.add(t - max(j + 1 for j in back if e.ids[j + 1] == e.ids[t]))
+        n_offsets.append(len(offsets))
+        assert any(i in seps for i in e.ids)  # separators are keys too: names follow them
+    assert min(n_offsets) >= 5 and max(n_offsets) >= 20
+    narrow = recall_examples(random.Random(0), pieces, 7, width=32, n=40, separators=seps)
+    assert all(len(e.ids) == 32 for e in narrow) and sum(any(e.mask) for e in narrow) >= 30
 
 
 def test_with_copy_rows_keeps_the_task_rows() -> None:
@@ -63,7 +73,7 @@ def test_skill_probe_runs_and_reports_the_loss() -> None:
     from agentkit.tinymodel.probe import probe
 
     torch.set_num_threads(1)
-    for skill in ("copy", "previous"):
+    for skill in ("copy", "recall", "previous"):
         out = probe(skill, steps=2, vocab=40, rows=4, width=16, every=1)
         assert [s for s, _ in out] == [1, 2]
         assert all(0 < loss < 3 * math.log(40) for _, loss in out)  # starts near a uniform guess

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from agentkit.tinymodel import train as T
 from agentkit.tinymodel.corpus import run_experts
-from agentkit.tinymodel.data import collate, repeat_examples
+from agentkit.tinymodel.data import collate, recall_examples
 from agentkit.tinymodel.tasks import make_tasks
 from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, train_tokenizer
 
@@ -82,7 +82,7 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     examples = setup[2]
     records = _schedule(setup, 5, copy_warmup=2, first_turn_every=2)
     assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "first_turn", "tasks"]
-    assert records[0]["rows"] == T.COPY_ROWS
+    assert records[0]["rows"] == T.COPY_TOKENS // T.COPY_FIRST_WIDTH
     assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
     # first-turn rows: one per example, the instruction and the first completion only
     assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
@@ -104,7 +104,7 @@ def test_heldout_metrics_count_name_pieces_apart(setup) -> None:
 
 def test_copy_rows_put_the_quote_a_name_starts_after_between_their_words(setup) -> None:
     """An induction head trained on name pieces alone does not copy after a quote, which is where a name's
-    first piece is written: repeat rows put the tokens names follow between their words."""
+    first piece is written: recall rows use the tokens names follow as the keys words come back after."""
     tok, _, examples, _ = setup
     seps = T.name_separators(tok, examples)
     quote = tok.encode("'fovi.txt'", add_special_tokens=False).ids[0]
@@ -112,17 +112,16 @@ def test_copy_rows_put_the_quote_a_name_starts_after_between_their_words(setup) 
     assert not set(seps) & set(T.name_pieces(tok))
     for special in ("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"):
         assert tok.token_to_id(special) not in seps
-    rows = repeat_examples(random.Random(0), T.name_pieces(tok), 7, 64, 20, separators=seps)
-    for r in rows:
-        assert r.ids[1] in seps  # every span starts a word
-        assert any(i in seps for i in r.ids[2:]) and any(i in T.name_pieces(tok) for i in r.ids)
+    rows = recall_examples(random.Random(0), T.name_pieces(tok), 7, 256, 20, separators=seps)
+    cues = [r.ids[t - 1] for r in rows for t in range(1, 256) if r.mask[t] and not r.mask[t - 1]]
+    assert sum(c in seps for c in cues) > len(cues) / 4  # words come back after a quote, a space ...
 
 
 def test_copy_steps_come_back_every_n_steps_after_the_warm_up(setup) -> None:
     records = _schedule(setup, 7, copy_warmup=1, copy_every=3)
     phases = [r["phase"] for r in records]
     assert phases == ["copy", "tasks", "tasks", "copy", "tasks", "tasks", "copy"]
-    assert all(r["rows"] == T.COPY_ROWS for r in records if r["phase"] == "copy")
+    assert all(r["rows"] == T.COPY_TOKENS // r["copy_width"] for r in records if r["phase"] == "copy")
 
 
 def test_warm_up_asks_for_longer_copies_once_the_shorter_ones_are_learnt(
@@ -131,7 +130,16 @@ def test_warm_up_asks_for_longer_copies_once_the_shorter_ones_are_learnt(
     monkeypatch.setattr(T, "COPY_GROW_LOSS", 100.0)  # every loss counts as learnt: grow at each step
     records = _schedule(setup, 6, copy_warmup=5)
     assert [r["phase"] for r in records] == ["copy"] * 5 + ["tasks"]
-    assert [r["copy_span"] for r in records[:5]] == [16, 32, 64, 128, 128]
-    monkeypatch.setattr(T, "COPY_GROW_LOSS", 0.0)  # never learnt: the span stays, the warm-up runs its course
+    assert [r["copy_width"] for r in records[:5]] == [32, 64, 128, 256, 256]
+    assert [r["rows"] for r in records[:5]] == [64, 32, 16, 8, 8]  # the same tokens a step
+    monkeypatch.setattr(T, "COPY_GROW_LOSS", 0.0)  # never learnt: the width stays, the warm-up runs on
     records = _schedule(setup, 6, copy_warmup=5)
-    assert [r.get("copy_span") for r in records] == [16] * 5 + [None]
+    assert [r.get("copy_width") for r in records] == [32] * 5 + [None]
+
+
+def test_copy_rows_keep_growing_after_the_warm_up(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A continued model (no warm-up) starts its interleaved copy steps narrow too, and widens them as
+    it learns, so a task-trained model is never handed only rows it cannot learn from."""
+    monkeypatch.setattr(T, "COPY_GROW_LOSS", 100.0)
+    records = _schedule(setup, 7, copy_warmup=0, copy_every=2)
+    assert [r.get("copy_width") for r in records] == [32, None, 64, None, 128, None, 256]
