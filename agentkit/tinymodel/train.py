@@ -47,7 +47,8 @@ MTP_WEIGHT = 0.3  # the MTP loss is an auxiliary signal; the main next-token los
 # (its names are 30-300 tokens behind the command). Rows 128 or 256 wide from the start kept a fresh model,
 # and a vanilla 2-layer GPT, at ln(vocab) for 400-600 steps: with hundreds of positions to attend to, the
 # first, nearly uniform attention carries almost no signal about which one holds the answer. 32 wide, both
-# left that plateau within 100-150 steps.
+# left it within 100-150 steps, and the GPT's copy loss then fell from ~3.2 to 0.1 between steps 450 and 640
+# (the induction head forming); ours fell more slowly (2.8 after ~630 interleaved copy steps).
 COPY_TOKENS, COPY_FIRST_WIDTH, COPY_WIDTH, COPY_GROW_LOSS = 2048, 32, 256, 1.0
 
 
