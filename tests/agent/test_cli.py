@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from agent_helpers import answer, bash, records, turn
+from interruptible import popen_interruptible
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,8 +149,8 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     task = {"instruction": "sleep", "model": "scripted:script.yaml", "tools": {"builtin": ["bash"]}}
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "agentkit", "run", "task.yaml", "-o", str(out), "-q"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible([sys.executable, "-m", "agentkit", "run", "task.yaml", "-o", str(out), "-q"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not _procs_with(marker) and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import uuid
 import anyio
 import pytest
 from agentkit.sandboxes import Sandbox
+from interruptible import popen_interruptible
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -84,7 +85,7 @@ OWNER = textwrap.dedent(
 
 def run_owner_until(sig: signal.Signals, backend: str, run_id: str, marker: str) -> None:
     """An agent-like process opens a sandbox, starts a background job, then gets `sig` mid-command."""
-    owner = subprocess.Popen(
+    owner = popen_interruptible(
         [sys.executable, "-c", OWNER, backend, run_id, marker], stdout=subprocess.PIPE, text=True
     )
     try:
