@@ -143,3 +143,19 @@ def test_copy_rows_keep_growing_after_the_warm_up(setup, monkeypatch: pytest.Mon
     monkeypatch.setattr(T, "COPY_GROW_LOSS", 100.0)
     records = _schedule(setup, 7, copy_warmup=0, copy_every=2)
     assert [r.get("copy_width") for r in records] == [32, None, 64, None, 128, None, 256]
+
+
+def test_copy_steps_train_the_first_layer_to_carry_the_previous_token(setup) -> None:
+    """The previous-token readout's loss is logged on copy steps only, falls as the first layer learns to
+    bring the token before each position forward, and adds nothing to the saved model."""
+    tok = setup[0]
+    records = _schedule(setup, 24, copy_warmup=20)
+    prev = [r["previous_loss"] for r in records if r["phase"] == "copy"]
+    assert len(prev) == 20 and all("previous_loss" not in r for r in records if r["phase"] != "copy")
+    assert sum(prev[-4:]) / 4 < sum(prev[:4]) / 4 - 0.5, prev
+    off = _schedule(setup, 2, copy_warmup=2, previous_weight=0.0)
+    assert all("previous_loss" not in r for r in off)
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    readout = T.PreviousTokenReadout(model, lr=1e-3)
+    readout.close()
+    assert all("readout" not in name for name in model.state_dict())
