@@ -118,22 +118,23 @@ def plan(
 @model_app.command("train-tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: data/, model/, train.log.jsonl")],
-    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 55.0,
+    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 75.0,
     steps: Annotated[int | None, typer.Option(help="stop after this many steps")] = None,
     tasks: Annotated[int, typer.Option(help="training tasks (expert trajectories run in a sandbox)")] = 2500,
     seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
     device: Annotated[str, typer.Option(help="cpu, or cuda when a GPU is available")] = "cpu",
     init: Annotated[
         Path | None, typer.Option(help="continue from this checkpoint (trained with OUT's tokenizer)")
     ] = None,
     copy_warmup: Annotated[
-        int | None, typer.Option(help="steps on synthetic repeat rows first (default 1200, 0 with --init)")
+        int | None, typer.Option(help="at most this many steps on synthetic recall rows first (default 1200, "
+                                 "0 with --init)")
     ] = None,
-    copy_every: Annotated[int, typer.Option(help="then every n-th step a repeat-row step (0: never)")] = 0,
+    copy_every: Annotated[int, typer.Option(help="then every n-th step a recall-row step (0: never)")] = 2,
     first_turn_every: Annotated[
         int, typer.Option(help="every n-th step on first turns without the system prefix (0: never)")
-    ] = 0,
+    ] = 3,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint

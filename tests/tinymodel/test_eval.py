@@ -92,3 +92,10 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--minutes", "5.0"),
     ):
         assert argv[argv.index(flag) + 1] == value
+    # with no flags it runs the recipe that trained the best checkpoint so far
+    res = CliRunner().invoke(app, ["model", "train-tiny", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    argv = seen[1]
+    for flag, value in (("--copy-every", "2"), ("--first-turn-every", "3"), ("--threads", "2")):
+        assert argv[argv.index(flag) + 1] == value
+    assert "--init" not in argv and "--copy-warmup" not in argv  # a fresh run starts with the warm-up
