@@ -14,6 +14,11 @@ name splits into pieces (often single letters) that follow a space token; unquot
 name in a command can be found only by a two-step lookup (the piece after the space after "in"), and a model
 trained on CPU wrote a common guess there ("so.txt"). After the quote token it is the same lookup as the rest
 of the name: find the earlier occurrence of the current token and write the one after it (induction).
+
+The same reason shapes the other choices a command copies from the instruction: counts use `wc --lines` and
+`wc --words`, so the command repeats the instruction's word instead of mapping it to a flag letter, and edits
+say `set key=59`, so the value in `s/^key=.*/key=59/` follows the same tokens as in the instruction. A model
+trained on CPU with `wc -l`/`wc -w` always wrote `-w`, and with "change 'key' to 59" wrote a constant value.
 """
 
 from __future__ import annotations
@@ -156,13 +161,12 @@ def _count(g: _Gen, what: Literal["lines", "words"]) -> dict:
     name = g.word() + ".txt"
     text = g.text(2, 12)
     n = len(text.splitlines()) if what == "lines" else len(text.split())
-    flag = "-l" if what == "lines" else "-w"
     return dict(
         instruction=f"Count the {what} in '{name}' and write the number to answer.txt.",
         files={name: text},
         verify=_answer_check(str(n)),
         expert=(
-            Step("bash", {"command": f"wc {flag} < '{name}'"}),
+            Step("bash", {"command": f"wc --{what} < '{name}'"}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
         final=f"'{name}' has {{out0}} {what}. I wrote {{out0}} to answer.txt.",
@@ -247,7 +251,7 @@ def _edit_config(g: _Gen) -> dict:
         new = g.rng.randint(2, 60)
     result = new * mult + k
     return dict(
-        instruction=f"In '{cfg}' change '{key}' to {new}, then run '{script}' "
+        instruction=f"In '{cfg}' set {key}={new}, then run '{script}' "
         "and write what it prints to answer.txt.",
         files={
             cfg: f"{other}={k}\n{key}={old}\n",
@@ -259,7 +263,7 @@ def _edit_config(g: _Gen) -> dict:
             Step("bash", {"command": f"bash '{script}'"}),
             Step("bash", {"command": "echo {out1} > answer.txt"}),
         ),
-        final=f"I set '{key}' to {new} in '{cfg}'. '{script}' printed {{out1}}, which I wrote to answer.txt.",
+        final=f"I set {key}={new} in '{cfg}'. '{script}' printed {{out1}}, which I wrote to answer.txt.",
         extra={"answer": str(result)},
     )
 
@@ -271,7 +275,7 @@ def _edit_script(g: _Gen) -> dict:
         new = g.rng.randint(2, 60)
     result = new * 3 + add
     return dict(
-        instruction=f"In '{script}' change '{var}' to {new}, then run it "
+        instruction=f"In '{script}' set {var}={new}, then run it "
         "and write what it prints to answer.txt.",
         files={script: f"{var}={old}\necho $(({var} * 3 + {add}))\n"},
         verify=f"grep -qx '{var}={new}' {script} && {_answer_check(str(result))}",
@@ -280,7 +284,7 @@ def _edit_script(g: _Gen) -> dict:
             Step("bash", {"command": f"bash '{script}'"}),
             Step("bash", {"command": "echo {out1} > answer.txt"}),
         ),
-        final=f"I set '{var}' to {new} in '{script}'. It printed {{out1}}, which I wrote to answer.txt.",
+        final=f"I set {var}={new} in '{script}'. It printed {{out1}}, which I wrote to answer.txt.",
         extra={"answer": str(result)},
     )
 
