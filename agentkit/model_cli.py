@@ -135,6 +135,12 @@ def train_tiny(
     first_turn_every: Annotated[
         int, typer.Option(help="every n-th step on first turns without the system prefix (0: never)")
     ] = 3,
+    copy_hard: Annotated[
+        float, typer.Option(help="fraction of recall words with a repeated token inside (numbers, phrases)")
+    ] = 0.0,
+    previous_back: Annotated[
+        int, typer.Option(help="the first layer's readout names the tokens 1..n positions back")
+    ] = 1,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
@@ -162,4 +168,5 @@ def train_tiny(
     if copy_warmup is not None:
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
+    argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
     train_main(argv)

@@ -148,6 +148,8 @@ def recall_examples(
     separators: Sequence[int] = (),
     pool: tuple[int, int] | None = None,
     fresh: float = 0.4,
+    hard: float = 0.0,
+    digit_ids: Sequence[int] = (),
 ) -> list[Example]:
     """Rows of words (a key token, then 1-3 name pieces) where some words come back at random distances;
     the loss covers the tokens after the key of each word that comes back (its key is the cue).
@@ -158,22 +160,31 @@ def recall_examples(
     a model position heads for the common span lengths and no lookup: it copied 93% of the tokens 12 back
     and 5% of those 16 back. Keys are distinct within a row and drawn from the separators (a
     quote, a space, ...) as often as from the name pieces: a name is written after such a token. A row holds
-    `pool` (default: 2 to width/16) words that come back, and `fresh` of its words are said once only."""
+    `pool` (default: 2 to width/16) words that come back, and `fresh` of its words are said once only.
+    `hard` of the words repeat a token inside them (see `_word`), so the copy must match on two tokens."""
     out: list[Example] = []
     lo, hi = pool or (2, max(2, width // 16))
     for _ in range(n):
         size = rng.randint(lo, hi)
         n_keys = min(len(token_ids), max(len(separators), size + 8))
         keys = list(separators) + rng.sample(list(token_ids), n_keys)
+        joiner = keys[0]  # joins the pieces of this row's phrases; not a key, so each key says one thing
+        if hard > 0:
+            joiner = rng.choice(keys)
+            keys = [k for k in keys if k != joiner]
         rng.shuffle(keys)
         pool_keys, spare = keys[:size], keys[size:] or keys
-        words = {k: [rng.choice(token_ids) for _ in range(rng.randint(1, 3))] for k in pool_keys}
+
+        def word(joiner: int = joiner) -> list[int]:
+            return _word(rng, token_ids, hard, digit_ids, joiner)
+
+        words = {k: word() for k in pool_keys}
         ids, mask = [first_id], [False]
         seen: set[int] = set()
         while len(ids) < width:
             if rng.random() < fresh:
                 key, again = rng.choice(spare), False
-                body = [rng.choice(token_ids) for _ in range(rng.randint(1, 3))]
+                body = word()
             else:
                 key = rng.choice(pool_keys)
                 body, again = words[key], key in seen
@@ -181,4 +192,22 @@ def recall_examples(
             ids += [key] + body
             mask += [False] + [again] * len(body)
         out.append(Example(ids=ids[:width], mask=mask[:width]))
+    return out
+
+
+def _word(
+    rng: random.Random, pieces: Sequence[int], hard: float, digit_ids: Sequence[int], joiner: int
+) -> list[int]:
+    """A recall row's word: 1-3 name pieces; or, `hard` of the time, a word in which a token repeats, so the
+    token before a target does not say which occurrence to continue from and the copy must also match the
+    one before it: a number of 2-5 digits (2044) or a phrase of 2-4 short words around `joiner` (a line's
+    words between spaces). Models trained without them copied 2044 as 20444 and "gono includes broken" as
+    "gono includes gono includes broken"."""
+    if rng.random() >= hard:
+        return [rng.choice(pieces) for _ in range(rng.randint(1, 3))]
+    if digit_ids and rng.random() < 0.5:
+        return [rng.choice(digit_ids) for _ in range(rng.randint(2, 5))]
+    out: list[int] = []
+    for i in range(rng.randint(2, 4)):
+        out += [joiner] * (i > 0) + [rng.choice(pieces) for _ in range(rng.randint(1, 2))]
     return out

@@ -179,13 +179,18 @@ class PreviousTokenReadout:
     rows its copy loss sat at ~3.4 (a guess among the row's tokens) after 800 steps. With it, the loss fell
     below 2 by step 240. The readout is a training aid only (not saved); the model keeps what it taught."""
 
-    def __init__(self, model: Model, lr: float, weight: float = 1.0) -> None:
+    def __init__(self, model: Model, lr: float, weight: float = 1.0, back: int = 1) -> None:
         cfg = model.config
         dev = model.embed.weight.device
         self.weight = weight
-        self.readout = nn.Linear(cfg.dim, cfg.vocab_size, bias=False, device=dev)
-        nn.init.normal_(self.readout.weight, std=0.02)
-        self.optim = torch.optim.AdamW(self.readout.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        # one readout per distance: readouts[k - 1] names the token k positions back (a copy that must
+        # match on two tokens needs the one two back as well)
+        self.readouts = nn.ModuleList(
+            nn.Linear(cfg.dim, cfg.vocab_size, bias=False, device=dev) for _ in range(back)
+        )
+        for r in self.readouts:
+            nn.init.normal_(r.weight, std=0.02)
+        self.optim = torch.optim.AdamW(self.readouts.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
         self._out: torch.Tensor | None = None
         self._hook = model.layers[0].register_forward_hook(self._keep)
 
@@ -193,13 +198,18 @@ class PreviousTokenReadout:
         self._out = out  # [B, S, hc, D]
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Cross-entropy of the token before each real position, from the last forward pass over `batch`."""
+        """Cross-entropy of the tokens 1..back positions before each real position (mean over the
+        distances), from the last forward pass over `batch`."""
         assert self._out is not None, "run the model on the batch first"
-        x = self._out.mean(2)[:, 1:]  # [B, S-1, D]
+        x = self._out.mean(2)  # [B, S, D]
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-        keep = torch.arange(1, batch.ids.shape[1], device=x.device)[None] < batch.lengths[:, None]
         self._out = None
-        return F.cross_entropy(self.readout(x)[keep], batch.ids[:, :-1][keep])
+        pos = torch.arange(batch.ids.shape[1], device=x.device)[None]
+        total = x.new_zeros(())
+        for k, readout in enumerate(self.readouts, start=1):
+            keep = (pos[:, k:] < batch.lengths[:, None]).expand(x.shape[0], -1)
+            total = total + F.cross_entropy(readout(x[:, k:])[keep], batch.ids[:, :-k][keep])
+        return total / len(self.readouts)
 
     def close(self) -> None:
         self._hook.remove()
@@ -350,6 +360,8 @@ class TrainOptions:
     # (forgotten); interleaved, the copy skill is trained densely and the tasks are kept.
     copy_every: int = 0
     previous_weight: float = 1.0  # of the copy steps' previous-token loss (`PreviousTokenReadout`)
+    previous_back: int = 1  # the readout names the tokens 1..n positions back
+    copy_hard: float = 0.0  # of the recall words repeat a token inside them (`data._word`)
     eval_every: int = 25
     save_every_minutes: float = 10.0
     log: Path | None = None
@@ -372,10 +384,12 @@ def train(
     copy_ids: Sequence[int] = (),
     name_ids: Sequence[int] = (),
     copy_separators: Sequence[int] = (),
+    copy_digits: Sequence[int] = (),
 ) -> list[dict]:
     """Train in place until `opt.minutes` or `opt.max_steps`; `prefixes(rng)` draws each step's system prefix
     (token ids); `copy_ids` are the tokens synthetic copy rows are drawn from (none: no copy rows), with
-    `copy_separators` between their words; `name_ids` the name pieces the held-out `name_acc` is measured on.
+    `copy_separators` between their words and `copy_digits` the digit tokens of their hard words (numbers);
+    `name_ids` the name pieces the held-out `name_acc` is measured on.
     Returns the log records (also appended to `opt.log` as JSON lines)."""
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
@@ -386,7 +400,9 @@ def train(
     optims = [(muon, opt.muon_lr), (adamw, opt.adamw_lr), (adamw_gains, opt.gain_lr)]
     balancer = RouterBalancer(model)
     use_previous = bool(copy_ids) and opt.previous_weight > 0
-    previous = PreviousTokenReadout(model, opt.adamw_lr, opt.previous_weight) if use_previous else None
+    previous = None
+    if use_previous:
+        previous = PreviousTokenReadout(model, opt.adamw_lr, opt.previous_weight, opt.previous_back)
     eval_prefix = prefixes(random.Random(opt.seed + 1))
     stream = batches(
         examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
@@ -394,7 +410,9 @@ def train(
     dev = model.embed.weight.device
 
     def copy_rows(first: int, width: int, n: int) -> list[Example]:
-        return recall_examples(rng, copy_ids, first, width, n, copy_separators)
+        return recall_examples(
+            rng, copy_ids, first, width, n, copy_separators, hard=opt.copy_hard, digit_ids=copy_digits
+        )
 
     first_turns = (
         batches([first_turn(e) for e in examples], opt.batch_tokens, pad_id, opt.seed + 1)
@@ -637,24 +655,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"first steps on synthetic repeat rows only, where the copy skill forms (default: "
         f"{TrainOptions.copy_warmup}, or 0 with --init)",
     )
-    ap.add_argument(
-        "--first-turn-every",
-        type=int,
-        default=TrainOptions.first_turn_every,
-        help="every n-th step trains first-turn rows without the system prefix (0: never)",
-    )
-    ap.add_argument(
-        "--copy-every",
-        type=int,
-        default=TrainOptions.copy_every,
-        help="after the warm-up, every n-th step is a recall-row step again (0: never)",
-    )
-    ap.add_argument(
-        "--previous-weight",
-        type=float,
-        default=TrainOptions.previous_weight,
-        help="weight of the copy steps' previous-token loss on the first layer (0: off)",
-    )
+    for flag, kind, text in (  # options whose default is TrainOptions'
+        ("--first-turn-every", int, "every n-th step trains first-turn rows, no system prefix (0: never)"),
+        ("--copy-every", int, "after the warm-up, every n-th step is a recall-row step again (0: never)"),
+        ("--previous-weight", float, "weight of the copy steps' previous-token loss, first layer (0: off)"),
+        ("--previous-back", int, "the first layer's readout names the tokens 1..n positions back"),
+        ("--copy-hard", float, "fraction of recall words with a repeated token inside (numbers like 2044)"),
+    ):
+        ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     args = ap.parse_args(argv)
 
@@ -703,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         first_turn_every=args.first_turn_every,
         copy_every=args.copy_every,
         previous_weight=args.previous_weight,
+        previous_back=args.previous_back,
+        copy_hard=args.copy_hard,
         log=args.out / "train.log.jsonl",
     )
     train(
@@ -716,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         copy_ids=name_pieces(tok),
         name_ids=name_pieces(tok),
         copy_separators=name_separators(tok, examples),
+        copy_digits=[i for d in "0123456789" for i in tok.encode(d, add_special_tokens=False).ids],
     )
 
 

@@ -51,6 +51,27 @@ def test_recall_rows_target_words_that_come_back_from_many_distances() -> None:
     assert all(len(e.ids) == 32 for e in narrow) and sum(any(e.mask) for e in narrow) >= 30
 
 
+def test_hard_recall_words_need_the_two_tokens_before_a_target() -> None:
+    """Hard words repeat a token inside them (digit strings, phrases around a joiner): for many targets the
+    token before them was followed by something else earlier in the row, but the two tokens before them
+    were not, so only a copy that matches on both predicts every target (a word's first target follows
+    its key, which is unique in the row)."""
+    seps, pieces, digits = list(range(2, 21)), list(range(100, 400)), list(range(100, 110))
+    rows = recall_examples(random.Random(0), pieces, 7, 256, 40, seps, hard=0.6, digit_ids=digits)
+    ambiguous = 0
+    for e in rows:
+        for t in range(2, 256):
+            if not e.mask[t]:
+                continue
+            one = {e.ids[j + 1] for j in range(1, t - 1) if e.ids[j] == e.ids[t - 1]}
+            two = {e.ids[j + 1] for j in range(2, t - 1) if e.ids[j - 1 : j + 1] == e.ids[t - 2 : t]}
+            assert e.ids[t] in (two if e.mask[t - 1] else one), (t, e.ids[: t + 1])  # else: after the key
+            ambiguous += len(one) > 1 and len(two) == 1
+    assert ambiguous > 200
+    easy = recall_examples(random.Random(0), pieces, 7, 256, 40, seps)  # hard=0: the rows of before
+    assert easy == recall_examples(random.Random(0), pieces, 7, 256, 40, seps, hard=0.0, digit_ids=digits)
+
+
 def test_with_copy_rows_keeps_the_task_rows() -> None:
     task = [
         Example(ids=[7, *range(1, 12)], mask=[False] * 3 + [True] * 9),

@@ -80,7 +80,8 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     seen: list[list[str]] = []
     monkeypatch.setattr(train, "main", lambda argv: seen.append(list(argv)))
     args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
-    args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "3"]
+    args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "3", "--copy-hard", "0.3"]
+    args += ["--previous-back", "2"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     argv = seen[0]
@@ -90,6 +91,8 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--copy-every", "2"),
         ("--first-turn-every", "3"),
         ("--minutes", "5.0"),
+        ("--copy-hard", "0.3"),
+        ("--previous-back", "2"),
     ):
         assert argv[argv.index(flag) + 1] == value
     # with no flags it runs the recipe that trained the best checkpoint so far

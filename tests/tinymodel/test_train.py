@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from agentkit.tinymodel import train as T
 from agentkit.tinymodel.corpus import run_experts
-from agentkit.tinymodel.data import collate, recall_examples
+from agentkit.tinymodel.data import Example, collate, recall_examples
 from agentkit.tinymodel.tasks import make_tasks
 from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, train_tokenizer
 
@@ -159,3 +159,20 @@ def test_copy_steps_train_the_first_layer_to_carry_the_previous_token(setup) -> 
     readout = T.PreviousTokenReadout(model, lr=1e-3)
     readout.close()
     assert all("readout" not in name for name in model.state_dict())
+
+
+def test_the_readout_can_name_the_token_two_back_too(setup) -> None:
+    """With `previous_back=2` the first layer is also asked for the token two positions back, which a copy
+    of a word with a repeated token inside (`copy_hard`) must match on; both losses fall."""
+    records = _schedule(setup, 16, copy_warmup=16, previous_back=2, copy_hard=0.5)
+    prev = [r["previous_loss"] for r in records]
+    assert len(prev) == 16 and sum(prev[-4:]) / 4 < sum(prev[:4]) / 4 - 0.3, prev
+    tok = setup[0]
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    readout = T.PreviousTokenReadout(model, lr=1e-3, back=2)
+    assert len(readout.readouts) == 2
+    batch = collate([Example(ids=[7, 300, 301, 302], mask=[False, True, True, True])], pad_id=0)
+    model(batch.ids, lengths=batch.lengths)
+    assert torch.isfinite(readout.loss(batch))
+    readout.close()
