@@ -141,6 +141,7 @@ def train_tiny(
     previous_back: Annotated[
         int, typer.Option(help="the first layer's readout names the tokens 1..n positions back")
     ] = 1,
+    lr_scale: Annotated[float, typer.Option(help="scale every learning rate (fine-tuning: <1)")] = 1.0,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
@@ -169,4 +170,5 @@ def train_tiny(
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
     argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
+    argv += ["--lr-scale", str(lr_scale)]
     train_main(argv)

@@ -664,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
+    ap.add_argument("--lr-scale", type=float, default=1.0, help="scale every learning rate (fine-tuning: <1)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -702,7 +703,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     warmup = args.copy_warmup
     if warmup is None:  # a continued run has its copy skill already
         warmup = 0 if args.init is not None else TrainOptions.copy_warmup
+    base = TrainOptions()
     opt = TrainOptions(
+        muon_lr=base.muon_lr * args.lr_scale,
+        adamw_lr=base.adamw_lr * args.lr_scale,
+        gain_lr=base.gain_lr * args.lr_scale,
         minutes=args.minutes,
         max_steps=args.steps,
         batch_tokens=args.batch_tokens,

@@ -81,7 +81,7 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     monkeypatch.setattr(train, "main", lambda argv: seen.append(list(argv)))
     args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
     args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "3", "--copy-hard", "0.3"]
-    args += ["--previous-back", "2"]
+    args += ["--previous-back", "2", "--lr-scale", "0.3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     argv = seen[0]
@@ -93,6 +93,7 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--minutes", "5.0"),
         ("--copy-hard", "0.3"),
         ("--previous-back", "2"),
+        ("--lr-scale", "0.3"),
     ):
         assert argv[argv.index(flag) + 1] == value
     # with no flags it runs the recipe that trained the best checkpoint so far
