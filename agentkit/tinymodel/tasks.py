@@ -19,6 +19,10 @@ The same reason shapes the other choices a command copies from the instruction: 
 `wc --words`, so the command repeats the instruction's word instead of mapping it to a flag letter, and edits
 say `set key=59`, so the value in `s/^key=.*/key=59/` follows the same tokens as in the instruction. A model
 trained on CPU with `wc -l`/`wc -w` always wrote `-w`, and with "change 'key' to 59" wrote a constant value.
+Line and word counts also start differently ("Count the lines ...", "What is the word count ..."): with
+one template differing in that word alone, a model that chose every other family's command right wrote
+`--words` for both (p = 0.28 / 0.72 at the flag whatever the instruction said); the first words are what it
+reads a task's kind from.
 """
 
 from __future__ import annotations
@@ -162,7 +166,11 @@ def _count(g: _Gen, what: Literal["lines", "words"]) -> dict:
     text = g.text(2, 12)
     n = len(text.splitlines()) if what == "lines" else len(text.split())
     return dict(
-        instruction=f"Count the {what} in '{name}' and write the number to answer.txt.",
+        instruction=(
+            f"Count the lines in '{name}' and write the number to answer.txt."
+            if what == "lines"
+            else f"What is the word count of '{name}'? Write the number to answer.txt."
+        ),
         files={name: text},
         verify=_answer_check(str(n)),
         expert=(
