@@ -9,20 +9,22 @@ tasks are the same on every machine). Both sets are split by a stable hash into 
 pool, so held-out tasks use names never seen in training.
 The seeds of the two splits are also kept apart (`split` is mixed into the RNG seed).
 
-Names are single-quoted in the instruction and in the commands ('fovi.txt', `wc -l < 'fovi.txt'`). A held-out
-name splits into pieces (often single letters) that follow a space token; unquoted, the first piece of the
-name in a command can be found only by a two-step lookup (the piece after the space after "in"), and a model
-trained on CPU wrote a common guess there ("so.txt"). After the quote token it is the same lookup as the rest
-of the name: find the earlier occurrence of the current token and write the one after it (induction).
+Names are single-quoted in the instruction and in the commands ('fovi.txt', `wc --lines < 'fovi.txt'`).
+A held-out name splits into pieces (often single letters) that follow a space token; unquoted, the first
+piece of the name in a command can be found only by a two-step lookup (the piece after the space after
+"in"), and a model trained on CPU wrote a common guess there ("so.txt"). After the quote token it is the same
+lookup as the rest of the name: find the earlier occurrence of the current token and write the one after it
+(induction).
 
 The same reason shapes the other choices a command copies from the instruction: counts use `wc --lines` and
 `wc --words`, so the command repeats the instruction's word instead of mapping it to a flag letter, and edits
 say `set key=59`, so the value in `s/^key=.*/key=59/` follows the same tokens as in the instruction. A model
 trained on CPU with `wc -l`/`wc -w` always wrote `-w`, and with "change 'key' to 59" wrote a constant value.
-Line and word counts also start differently ("Count the lines ...", "What is the word count ..."): with
-one template differing in that word alone, a model that chose every other family's command right wrote
-`--words` for both (p = 0.28 / 0.72 at the flag whatever the instruction said); the first words are what it
-reads a task's kind from.
+Line and word counts also start differently ("Count the lines ...", "What is the word count ..."). With one
+template differing in that word alone, a model that chose every other family's command right wrote
+`--words` for both (teacher-forced at the flag: p(lines) 0.28, p(words) 0.72, whatever the instruction said).
+A 36-minute continuation on the two templates moved it only to 0.20 for line counts against 0.15 for word
+counts: the flag still does not follow the instruction, which is the generator's open problem.
 """
 
 from __future__ import annotations
