@@ -29,8 +29,11 @@ def agentkit(*args: str, cwd: Path, timeout: float = 60) -> subprocess.Completed
 
 
 def test_hello_example_from_the_cli(tmp_path: Path) -> None:
+    """The CLI's run path with the scripted replies (tests/tinymodel/test_default_model.py runs the same
+    task on the shipped model)."""
     out = tmp_path / "run"
-    p = agentkit("run", str(HELLO), "--output", str(out), cwd=tmp_path)
+    script = f"scripted:{HELLO.parent / 'script.yaml'}"
+    p = agentkit("run", str(HELLO), "--output", str(out), "--model", script, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "write_file" in p.stdout and "completed" in p.stdout and "passed" in p.stdout
     assert (out / "workspace" / "greeting.txt").read_text() == "Hello, agentkit!\n"  # made by a tool call

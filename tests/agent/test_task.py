@@ -19,12 +19,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_example_task_loads_with_paths_resolved() -> None:
+def test_example_task_loads_with_paths_resolved(tmp_path: Path) -> None:
     t = load_task(REPO / "examples" / "hello")
-    assert t.model.backend == "scripted"
-    assert Path(t.model.options["script"]) == REPO / "examples" / "hello" / "script.yaml"
+    assert t.model.backend == "embedded" and t.model.options == {}  # no model named: the shipped one
     assert t.generation.thinking_mode == "thinking" and t.tools.builtin[0] == "bash"
     assert t.verifier is not None and t.limits.max_steps == 10
+    # a model file named in a task resolves against the task's folder, not the working directory
+    (tmp_path / "task.yaml").write_text("instruction: hi\nmodel: scripted:script.yaml\n")
+    scripted = load_task(tmp_path)
+    assert scripted.model.backend == "scripted"
+    assert Path(scripted.model.options["script"]) == tmp_path / "script.yaml"
 
 
 @pytest.mark.skipif(not (SHARED / "tasks" / "tb1-greeting").exists(), reason="shared task examples absent")
