@@ -137,10 +137,10 @@ def train_tiny(
     ] = 3,
     copy_hard: Annotated[
         float, typer.Option(help="fraction of recall words with a repeated token inside (numbers, phrases)")
-    ] = 0.0,
+    ] = 0.3,
     previous_back: Annotated[
         int, typer.Option(help="the first layer's readout names the tokens 1..n positions back")
-    ] = 1,
+    ] = 2,
     lr_scale: Annotated[float, typer.Option(help="scale every learning rate (fine-tuning: <1)")] = 1.0,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the

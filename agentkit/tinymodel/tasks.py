@@ -9,22 +9,22 @@ tasks are the same on every machine). Both sets are split by a stable hash into 
 pool, so held-out tasks use names never seen in training.
 The seeds of the two splits are also kept apart (`split` is mixed into the RNG seed).
 
-Names are single-quoted in the instruction and in the commands ('fovi.txt', `wc --lines < 'fovi.txt'`).
+Names are single-quoted in the instruction and in the commands ('fovi.txt', `wc --words < 'fovi.txt'`).
 A held-out name splits into pieces (often single letters) that follow a space token; unquoted, the first
 piece of the name in a command can be found only by a two-step lookup (the piece after the space after
 "in"), and a model trained on CPU wrote a common guess there ("so.txt"). After the quote token it is the same
 lookup as the rest of the name: find the earlier occurrence of the current token and write the one after it
 (induction).
 
-The same reason shapes the other choices a command copies from the instruction: counts use `wc --lines` and
+The same reason shapes the other choices a command copies from the instruction: word counts use
 `wc --words`, so the command repeats the instruction's word instead of mapping it to a flag letter, and edits
 say `set key=59`, so the value in `s/^key=.*/key=59/` follows the same tokens as in the instruction. A model
-trained on CPU with `wc -l`/`wc -w` always wrote `-w`, and with "change 'key' to 59" wrote a constant value.
-Line and word counts also start differently ("Count the lines ...", "What is the word count ..."). With one
-template differing in that word alone, a model that chose every other family's command right wrote
-`--words` for both (teacher-forced at the flag: p(lines) 0.28, p(words) 0.72, whatever the instruction said).
-A 36-minute continuation on the two templates moved it only to 0.20 for line counts against 0.15 for word
-counts: the flag still does not follow the instruction, which is the generator's open problem.
+trained on CPU with "change 'key' to 59" wrote a constant value.
+Line counts use `awk 'END {print NR}'`: every family's command starts with its own word, and the model picks
+that first word from the instruction reliably, but a flag further in it did not learn to pick. With
+`wc --lines`/`wc --words` (and before that `wc -l`/`wc -w`) a model that chose every other family's command
+right wrote `--words` for both (teacher-forced at the flag: p(lines) about 0.2 whatever the instruction said,
+also after a 36-minute continuation on instructions worded apart).
 """
 
 from __future__ import annotations
@@ -163,6 +163,11 @@ def _create_file(g: _Gen) -> dict:
     )
 
 
+# Each count has its own first command word: the model picks a family's command by its first token reliably,
+# but not a flag further in (see the module docstring).
+_COUNT_COMMAND = {"lines": "awk 'END {{print NR}}' '{name}'", "words": "wc --words < '{name}'"}
+
+
 def _count(g: _Gen, what: Literal["lines", "words"]) -> dict:
     name = g.word() + ".txt"
     text = g.text(2, 12)
@@ -176,7 +181,7 @@ def _count(g: _Gen, what: Literal["lines", "words"]) -> dict:
         files={name: text},
         verify=_answer_check(str(n)),
         expert=(
-            Step("bash", {"command": f"wc --{what} < '{name}'"}),
+            Step("bash", {"command": _COUNT_COMMAND[what].format(name=name)}),
             Step("bash", {"command": "echo {out0} > answer.txt"}),
         ),
         final=f"'{name}' has {{out0}} {what}. I wrote {{out0}} to answer.txt.",

@@ -80,8 +80,8 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     seen: list[list[str]] = []
     monkeypatch.setattr(train, "main", lambda argv: seen.append(list(argv)))
     args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
-    args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "3", "--copy-hard", "0.3"]
-    args += ["--previous-back", "2", "--lr-scale", "0.3"]
+    args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "4", "--copy-hard", "0.1"]
+    args += ["--previous-back", "3", "--lr-scale", "0.3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     argv = seen[0]
@@ -89,10 +89,10 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--init", str(tmp_path / "m")),
         ("--copy-warmup", "300"),
         ("--copy-every", "2"),
-        ("--first-turn-every", "3"),
+        ("--first-turn-every", "4"),
         ("--minutes", "5.0"),
-        ("--copy-hard", "0.3"),
-        ("--previous-back", "2"),
+        ("--copy-hard", "0.1"),
+        ("--previous-back", "3"),
         ("--lr-scale", "0.3"),
     ):
         assert argv[argv.index(flag) + 1] == value
@@ -100,6 +100,8 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     res = CliRunner().invoke(app, ["model", "train-tiny", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     argv = seen[1]
-    for flag, value in (("--copy-every", "2"), ("--first-turn-every", "3"), ("--threads", "2")):
+    defaults = {"--copy-every": "2", "--first-turn-every": "3", "--threads": "2"}
+    defaults |= {"--copy-hard": "0.3", "--previous-back": "2"}
+    for flag, value in defaults.items():
         assert argv[argv.index(flag) + 1] == value
     assert "--init" not in argv and "--copy-warmup" not in argv  # a fresh run starts with the warm-up
