@@ -118,8 +118,10 @@ def plan(
 @model_app.command("train-tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: data/, model/, train.log.jsonl")],
-    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 75.0,
-    steps: Annotated[int | None, typer.Option(help="stop after this many steps")] = None,
+    steps: Annotated[
+        int, typer.Option(help="training steps: the budget, the same run on any machine (0: --minutes alone)")
+    ] = 2600,
+    minutes: Annotated[float | None, typer.Option(help="also stop after this many minutes")] = None,
     tasks: Annotated[int, typer.Option(help="training tasks (expert trajectories run in a sandbox)")] = 2500,
     seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
@@ -141,6 +143,9 @@ def train_tiny(
     previous_back: Annotated[
         int, typer.Option(help="the first layer's readout names the tokens 1..n positions back")
     ] = 2,
+    decay_frac: Annotated[
+        float, typer.Option(help="the last fraction of the task phase decays the learning rate to 10%")
+    ] = 0.5,
     lr_scale: Annotated[float, typer.Option(help="scale every learning rate (fine-tuning: <1)")] = 1.0,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
@@ -151,8 +156,8 @@ def train_tiny(
     argv = [
         "--out",
         str(out),
-        "--minutes",
-        str(minutes),
+        "--steps",
+        str(steps),
         "--tasks",
         str(tasks),
         "--seed",
@@ -162,13 +167,13 @@ def train_tiny(
         "--device",
         device,
     ]
-    if steps is not None:
-        argv += ["--steps", str(steps)]
+    if minutes is not None:
+        argv += ["--minutes", str(minutes)]
     if init is not None:
         argv += ["--init", str(init)]
     if copy_warmup is not None:
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
     argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
-    argv += ["--lr-scale", str(lr_scale)]
+    argv += ["--decay-frac", str(decay_frac), "--lr-scale", str(lr_scale)]
     train_main(argv)

@@ -77,7 +77,13 @@ def overfit(
 
     model = Model(micro_config(tok.get_vocab_size()).with_(max_seq_len=MAX_SEQ_LEN, window_size=WINDOW))
     init_weights(model, seed)
-    opt = TrainOptions(max_steps=steps, batch_tokens=sum(len(e.ids) for e in examples), seed=seed)
+    opt = TrainOptions(
+        max_steps=steps,
+        batch_tokens=sum(len(e.ids) for e in examples),
+        seed=seed,
+        first_turn_every=0,  # every step on the whole trajectories
+        decay_frac=0.3,
+    )
 
     def prefixes(rng: random.Random) -> list[int]:
         return prefix_ids

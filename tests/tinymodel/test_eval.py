@@ -81,7 +81,7 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     monkeypatch.setattr(train, "main", lambda argv: seen.append(list(argv)))
     args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
     args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "4", "--copy-hard", "0.1"]
-    args += ["--previous-back", "3", "--lr-scale", "0.3"]
+    args += ["--previous-back", "3", "--lr-scale", "0.3", "--steps", "40", "--decay-frac", "0.5"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     argv = seen[0]
@@ -94,14 +94,19 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--copy-hard", "0.1"),
         ("--previous-back", "3"),
         ("--lr-scale", "0.3"),
+        ("--steps", "40"),
+        ("--decay-frac", "0.5"),
     ):
         assert argv[argv.index(flag) + 1] == value
     # with no flags it runs the recipe that trained the best checkpoint so far
     res = CliRunner().invoke(app, ["model", "train-tiny", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     argv = seen[1]
-    defaults = {"--copy-every": "2", "--first-turn-every": "3", "--threads": "2"}
-    defaults |= {"--copy-hard": "0.3", "--previous-back": "2"}
+    opt = train.TrainOptions()
+    defaults = {"--copy-every": opt.copy_every, "--first-turn-every": opt.first_turn_every, "--threads": 2}
+    defaults |= {"--copy-hard": opt.copy_hard, "--previous-back": opt.previous_back}
+    defaults |= {"--steps": opt.max_steps, "--decay-frac": opt.decay_frac}
     for flag, value in defaults.items():
-        assert argv[argv.index(flag) + 1] == value
+        assert argv[argv.index(flag) + 1] == str(value), flag
+    assert "--minutes" not in argv  # a step budget alone: the same run on a slower machine
     assert "--init" not in argv and "--copy-warmup" not in argv  # a fresh run starts with the warm-up

@@ -54,7 +54,7 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
     assert batch.n_targets > 0
     with torch.no_grad():
         before = float(T.losses(model, prefix, batch)[0])
-    opt = T.TrainOptions(minutes=10, max_steps=3, batch_tokens=10**6, warmup_steps=1, adamw_lr=1e-2)
+    opt = T.TrainOptions(max_steps=3, batch_tokens=10**6, warmup_steps=1, adamw_lr=1e-2, first_turn_every=0)
     records = T.train(model, examples, lambda rng: prefix, opt, pad_id=pad)
     assert [r["step"] for r in records] == [1, 2, 3]
     with torch.no_grad():
@@ -69,11 +69,15 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
 
 
 def _schedule(setup, steps: int, **options) -> list[dict]:
-    """The log records of `steps` training steps of a fresh micro model, copy rows over tokens 300-399."""
+    """The log records of `steps` training steps of a fresh micro model, copy rows over tokens 300-399;
+    none of the recipe's extras (interleaved copy and first-turn steps ...) unless `options` ask."""
     tok, _, examples, prefix = setup
     model = Model(T.micro_config(tok.get_vocab_size()))
     T.init_weights(model, seed=0)
-    opt = T.TrainOptions(minutes=10, max_steps=steps, batch_tokens=10**6, warmup_steps=1, **options)
+    plain = dict(copy_every=0, first_turn_every=0, copy_hard=0.0, previous_back=1, decay_frac=0.3)
+    opt = T.TrainOptions(
+        minutes=10, max_steps=steps, batch_tokens=10**6, warmup_steps=1, **(plain | options)
+    )
     pad = tok.token_to_id("<｜▁pad▁｜>")
     return T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
 
@@ -86,6 +90,17 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
     # first-turn rows: one per example, the instruction and the first completion only
     assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
+
+
+def test_learning_rate_stays_full_through_the_warm_up_and_decays_over_the_task_phase(setup) -> None:
+    records = _schedule(setup, 6, copy_warmup=2, decay_frac=1.0)
+    assert [r["phase"] for r in records[:3]] == ["copy", "copy", "tasks"]
+    mults = [r["lr_mult"] for r in records]
+    assert mults[:3] == [1.0, 1.0, 1.0]  # the decay starts where the tasks do, not at step 0
+    assert mults[2] > mults[3] > mults[4] > mults[5] >= 0.1
+    # the last 30% of the task phase only
+    mults = [r["lr_mult"] for r in _schedule(setup, 12, copy_warmup=2, decay_frac=0.3)]
+    assert mults[:9] == [1.0] * 9 and mults[9] > mults[10] > mults[11]
 
 
 def test_heldout_metrics_count_name_pieces_apart(setup) -> None:
