@@ -7,7 +7,9 @@ on the same random weights, plus cache size at Flash shapes and long-context pre
 
 Parts: decode (tokens/s, ours vs oracle, same greedy tokens checked), prefill (tokens/s), cache (KV bytes per
 token for Flash at 1M context, from cache structures allocated on the meta device), long (prefill of long
-prompts with a small config: time and peak RSS, the oracle beside it at the lengths its dense mask allows).
+prompts with a small config: time and peak RSS, the oracle beside it at the lengths its dense mask allows;
+the first length again with the indexer's PyTorch body instead of its C loop; the time growth between
+lengths).
 Peak RSS is the process's VmHWM, reset before each measurement. Use --threads 1 when other processes hold a
 core: a prefill runs thousands of small parallel regions, and each waits for a descheduled thread (128K
 tokens: 25 s with one thread, 166-262 s with two on a machine whose other core was busy).
@@ -16,7 +18,9 @@ tokens: 25 s with one thread, 166-262 s with two on a machine whose other core w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "runtime"))  # the oracle builder shared with the parity tests
 
+from agentkit.kernels import cpu_indexer  # noqa: E402
 from agentkit.runtime.config import ModelConfig  # noqa: E402
 
 
@@ -275,12 +280,36 @@ def main() -> None:
         if "long" in parts:
             for i, n in enumerate(int(x) for x in args.oracle_long.split(",") if x):
                 show(f"long_oracle_{n}", long_oracle(n, Path(tmp) / f"long{i}"))
-            for n in (int(x) for x in args.long.split(",") if x):
+            lengths = [int(x) for x in args.long.split(",") if x]
+            for n in lengths:
                 show(f"long_ours_{n}", long_ours(n))
+            if lengths:
+                # the same prefill with the indexer's PyTorch body instead of the C loop: the baseline
+                n = lengths[0]
+                with _env(cpu_indexer.ENV, "0"):
+                    base = long_ours(n)
+                speedup = base["seconds"] / results[f"long_ours_{n}"]["seconds"]
+                show(f"long_ours_{n}_torch_indexer", {**base, "c_indexer_speedup": speedup})
+            for a, b in zip(lengths, lengths[1:], strict=False):
+                ta, tb = results[f"long_ours_{a}"]["seconds"], results[f"long_ours_{b}"]["seconds"]
+                show(f"long_growth_{a}_to_{b}", {"length_x": b / a, "time_x": tb / ta})
             print("oracle above the lengths listed: skipped (dense [S, S] masks and scores: at 128K one fp32 "
                   "mask alone is 64 GiB)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _rounded(x: object) -> object:

@@ -2,9 +2,8 @@
 
 A decode step runs the mHC Sinkhorn (20 iterations: a row and a column normalisation each) at every layer's
 two sites on one 4 x 4 matrix per token. In torch or NumPy that is ~120 calls on 16 numbers, ~250 us per site
-on a busy CPU; the loop in C is ~1 us. The C source is built once per machine with the system C compiler
-into a user cache folder and loaded with ctypes; without a compiler `sinkhorn_` returns False and the caller
-keeps its own loop.
+on a busy CPU; the loop in C is ~1 us. The C source is built once per machine (`cpu_build`) and loaded with
+ctypes; without a compiler `sinkhorn_` returns False and the caller keeps its own loop.
 
 The arithmetic is the reference's, element for element: fp32 sums over a row or column in index order, + eps,
 then a division (-ffp-contract=off: no fused multiply-adds).
@@ -13,13 +12,10 @@ then a division (-ffp-contract=off: no fused multiply-adds).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
+
+from . import cpu_build
 
 _SOURCE = r"""
 static void col_norm(float *m, int n, float eps) {
@@ -53,40 +49,13 @@ void sinkhorn(float *a, long count, int n, int iters, float eps) {
 }
 """
 
-_lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: no compiler / build failed
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "agentkit"
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.sinkhorn.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    lib.sinkhorn.restype = None
 
 
 def _load() -> ctypes.CDLL | None:
-    global _lib
-    if _lib is None:
-        _lib = False
-        try:
-            folder = _cache_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            tag = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
-            so = folder / f"sinkhorn_{tag}.so"
-            if not so.exists():
-                with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                    src = Path(tmp) / "sinkhorn.c"
-                    src.write_text(_SOURCE)
-                    built = Path(tmp) / "sinkhorn.so"
-                    cc = os.environ.get("CC", "cc")
-                    subprocess.run([cc, "-O2", "-ffp-contract=off", "-fPIC", "-shared", str(src), "-o",
-                                    str(built)], check=True, capture_output=True, timeout=60)
-                    os.replace(built, so)  # atomic: processes building at once each install a whole file
-            lib = ctypes.CDLL(str(so))
-            c = ctypes
-            lib.sinkhorn.argtypes = [c.c_void_p, c.c_long, c.c_int, c.c_int, c.c_float]
-            lib.sinkhorn.restype = None
-            _lib = lib
-        except (OSError, subprocess.SubprocessError):
-            _lib = False
-    return _lib or None
+    return cpu_build.load("sinkhorn", _SOURCE, ["-O2", "-ffp-contract=off"], _declare)
 
 
 def sinkhorn_(a: torch.Tensor, iters: int, eps: float) -> bool:

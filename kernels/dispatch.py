@@ -162,3 +162,15 @@ def compress(kv: torch.Tensor, score: torch.Tensor, norm_w: torch.Tensor, cos: t
     """Fused prefill compressor (pool + RMSNorm + RoPE) -> entries [B, S // ratio, c] fp32."""
     m = _mod("compressor")
     return _pick(kv.device, m.compress, m.compress_ref)(kv, score, norm_w, cos, sin, ratio, eps, lengths)
+
+
+def cpu_indexer(device: torch.device) -> bool:
+    """Whether the lightning indexer's top-k runs as the compiled C loop (`cpu_indexer`) for tensors on
+    `device`: CPU tensors on the torch side when a C compiler is there (AGENTKIT_CPU_INDEXER=0: never)."""
+    return device.type == "cpu" and backend(device) == "torch" and _mod("cpu_indexer").available()
+
+
+def indexer_topk_cpu(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,
+                     k: int) -> torch.Tensor:
+    """The C indexer: scores and top-k fused, [B, S, k] int64 (see `cpu_indexer.indexer_topk`)."""
+    return _mod("cpu_indexer").indexer_topk(q, weights, keys, n_visible, k)

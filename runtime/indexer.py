@@ -54,5 +54,6 @@ class Indexer(nn.Module):
             ("n_visible", self.ratio), lambda: torch.where(step.valid, (step.positions + 1) // self.ratio, 0)
         )
         return ops.indexer_topk(
-            q, w, cache.read(step.max_end // self.ratio), n_visible, self.topk, self.parallel.tp_all_reduce
+            q, w, cache.read(step.max_end // self.ratio), n_visible, self.topk,
+            self.parallel.tp_all_reduce if self.parallel.tp > 1 else None,  # one rank: nothing to sum
         )

@@ -193,7 +193,9 @@ def _bmm(a: torch.Tensor, b: torch.Tensor, buf: torch.Tensor | None = None) -> t
     if buf is None and a.shape[0] == 1:
         return (a[0] @ b[0]).unsqueeze(0)
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        return torch.stack([a[i] @ b[i] for i in range(a.shape[0])])  # out= does not differentiate
+        # out= does not differentiate; unbind, not a[i]: the backward of one unbind stacks the rows'
+        # gradients, where each a[i] would add a zero-filled full-size gradient (8% of a training step)
+        return torch.stack([x @ y for x, y in zip(a.unbind(0), b.unbind(0), strict=True)])
     if buf is None:
         out = torch.empty(shape, dtype=a.dtype, device=a.device)
     else:
@@ -280,6 +282,8 @@ def indexer_topk(
         return out
     if dispatch.backend(q.device) == "triton":
         return _indexer_topk_kernels(q, weights, keys, n_visible, k, reduce_heads, out)
+    if reduce_heads is None and dispatch.cpu_indexer(q.device):  # scores and selection fused in C
+        return dispatch.indexer_topk_cpu(q, weights, keys, n_visible, k)
     # The torch side stays in this body (not the kernels' reference, which scores every entry for every query
     # and sorts them all). Queries go in blocks; a block scores only the entries its queries may see (a
     # prefill's later entries are invisible to its earlier queries), in tiles whose logits stay in cache, and

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from agentkit.kernels import cpu_indexer
 from agentkit.kernels.indexer import indexer_topk_ref
 from agentkit.kernels.sparse_attention import sparse_attention_ref
 from agentkit.runtime import ops
@@ -14,6 +15,18 @@ from agentkit.runtime import ops
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)  # many small ops: a second thread on a shared machine costs more than it gives
+
+
+@pytest.fixture(params=["c", "torch"])
+def indexer_path(request, monkeypatch):
+    """Both CPU sides of ops.indexer_topk: the compiled C loop and the PyTorch body."""
+    if request.param == "c":
+        if not cpu_indexer.available():
+            pytest.fail("the C indexer did not build: is a C compiler (cc) installed?")
+        monkeypatch.setenv(cpu_indexer.ENV, "1")
+    else:
+        monkeypatch.setenv(cpu_indexer.ENV, "0")
+    return request.param
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -47,7 +60,7 @@ def _indexer_inputs(bsz, seqlen, heads, dim, entries, start, seed, ties):
     ],
 )
 def test_indexer_topk_equals_a_stable_sort_of_all_scores(
-    monkeypatch, bsz, seqlen, heads, entries, start, topk, ties
+    monkeypatch, indexer_path, bsz, seqlen, heads, entries, start, topk, ties
 ):
     # small tiles and blocks: many column tiles (partial last ones), many query blocks
     monkeypatch.setattr(ops, "INDEX_TILE", 3000)
@@ -58,7 +71,7 @@ def test_indexer_topk_equals_a_stable_sort_of_all_scores(
     assert torch.equal(got, want)
 
 
-def test_indexer_topk_tiling_does_not_change_the_selection(monkeypatch):
+def test_indexer_topk_tiling_does_not_change_the_selection(monkeypatch, indexer_path):
     q, w, keys, nv = _indexer_inputs(1, 256, 2, 16, 4000, 15_000, seed=3, ties=True)
     default = ops.indexer_topk(q, w, keys, nv, 32)
     monkeypatch.setattr(ops, "INDEX_TILE", 1000)
@@ -96,3 +109,21 @@ def test_last_only_logits_are_the_last_rows_of_the_full_forward(tiny_pair):
     assert last.shape == (2, 1, full.shape[-1])
     # the same hidden rows; the head's GEMM over one row may round differently from the one over all rows
     torch.testing.assert_close(last[:, 0], torch.stack((full[0, 39], full[1, 32])), rtol=1e-5, atol=1e-5)
+
+
+def test_c_indexer_selection_does_not_depend_on_how_queries_are_split(monkeypatch):
+    """Chunked prefill, decode and the thread split hand the C loop different query ranges: each query's
+    selection must be the same (its scores are computed the same way in any call)."""
+    if not cpu_indexer.available():
+        pytest.fail("the C indexer did not build: is a C compiler (cc) installed?")
+    monkeypatch.setenv(cpu_indexer.ENV, "1")
+    q, w, keys, nv = _indexer_inputs(2, 700, 3, 16, 2000, 7000, seed=11, ties=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(cpu_indexer, "_MIN_SPLIT", 1)  # split even this small call across threads
+    whole = ops.indexer_topk(q, w, keys, nv, 32)
+    torch.set_num_threads(1)
+    assert torch.equal(whole, ops.indexer_topk(q, w, keys, nv, 32))
+    cuts = ((0, 1), (1, 333), (333, 700))  # a decode step, then two chunks
+    parts = [ops.indexer_topk(q[:, a:b], w[:, a:b], keys, nv[:, a:b], 32) for a, b in cuts]
+    assert torch.equal(whole, torch.cat(parts, 1))
+    assert torch.equal(whole, indexer_topk_ref(q, w, keys, nv, 32))
