@@ -147,6 +147,9 @@ def train_tiny(
         float, typer.Option(help="the last fraction of the task phase decays the learning rate to 10%")
     ] = 0.5,
     lr_scale: Annotated[float, typer.Option(help="scale every learning rate (fine-tuning: <1)")] = 1.0,
+    ema_decay: Annotated[
+        float, typer.Option(help="task-phase weight average, also saved as OUT/model_ema (0: none)")
+    ] = 0.995,
 ) -> None:
     """Reproduce the shipped default model: generate the task corpus, run the expert in a sandbox, train the
     tokenizer, then train the tiny DeepSeek-V4 with the runtime's model code (Muon + AdamW). The checkpoint
@@ -175,5 +178,5 @@ def train_tiny(
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
     argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
-    argv += ["--decay-frac", str(decay_frac), "--lr-scale", str(lr_scale)]
+    argv += ["--decay-frac", str(decay_frac), "--lr-scale", str(lr_scale), "--ema-decay", str(ema_decay)]
     train_main(argv)

@@ -245,6 +245,32 @@ class RouterBalancer:
             h.remove()
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights and buffers, in a second Model."""
+
+    def __init__(self, model: Model, decay: float) -> None:
+        self.decay = decay
+        self.model = Model(model.config).to(model.embed.weight.device)
+        self.model.load_state_dict(model.state_dict())
+        self.model.requires_grad_(False).eval()
+        src, dst = model.state_dict(), self.model.state_dict()
+        self._src = [v for v in src.values() if v.is_floating_point()]
+        self._dst = [dst[k] for k, v in src.items() if v.is_floating_point()]
+        self._src_other = [v for v in src.values() if not v.is_floating_point()]
+        self._dst_other = [dst[k] for k, v in src.items() if not v.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self._dst, self._src, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def averaged(self) -> Model:
+        """The averaged model, its integer buffers (hash routing) copied from the trained one."""
+        for d, v in zip(self._dst_other, self._src_other, strict=True):
+            d.copy_(v)
+        return self.model
+
+
 def prefill_prefix(
     model: Model, prefix_ids: Sequence[int], next_id: int, batch: int, capacity: int
 ) -> KVCache:
@@ -368,6 +394,9 @@ class TrainOptions:
     previous_weight: float = 1.0  # of the copy steps' previous-token loss (`PreviousTokenReadout`)
     previous_back: int = 2  # the readout names the tokens 1..n positions back
     copy_hard: float = 0.3  # of the recall words repeat a token inside them (`data._word`)
+    # An exponential moving average of the weights over the task phase (0: none), saved beside the trained
+    # weights as model_ema/: the average of the last ~1/(1 - decay) steps' weights.
+    ema_decay: float = 0.995
     eval_every: int = 25
     save_every_minutes: float = 10.0
     log: Path | None = None
@@ -375,6 +404,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.max_steps is None and self.minutes is None:
             raise ValueError("TrainOptions needs a budget: max_steps (e.g. 2600) or minutes")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay}: in [0, 1), e.g. 0.995 (0: no average)")
         if not 0.0 <= self.decay_frac <= 1.0:
             raise ValueError(f"decay_frac={self.decay_frac}: a share of the task phase, in [0, 1]")
 
@@ -397,7 +428,7 @@ def train(
     opt: TrainOptions,
     pad_id: int,
     heldout: Sequence[Example] = (),
-    on_save: Callable[[Model, int], None] | None = None,
+    on_save: Callable[[Model, int, str], None] | None = None,
     copy_ids: Sequence[int] = (),
     name_ids: Sequence[int] = (),
     copy_separators: Sequence[int] = (),
@@ -443,6 +474,7 @@ def train(
     copy_width = COPY_FIRST_WIDTH  # the recall rows' width, grown as the copy loss allows (in any phase)
     warming = bool(copy_ids)
     task_start: float | None = None if warming and opt.copy_warmup > 0 else 0.0
+    ema = WeightAverage(model, opt.ema_decay) if task_start is not None and opt.ema_decay > 0 else None
     model.train()
     try:
         while True:
@@ -458,6 +490,8 @@ def train(
             )  # once over, it stays over
             if not warming and task_start is None:
                 task_start = frac
+                if opt.ema_decay > 0:  # the average starts with the tasks: warm-up weights are not kept
+                    ema = WeightAverage(model, opt.ema_decay)
             mult = _lr_mult(step, frac, task_start, opt)
             for o, lr in optims:
                 for g in o.param_groups:
@@ -496,6 +530,8 @@ def train(
             if prev_loss is not None:
                 previous.optim.step()
             imbalance = balancer.step()
+            if ema is not None:
+                ema.update()
             step += 1
             if copy_step:
                 value = float(main.detach())
@@ -524,15 +560,23 @@ def train(
                 with open(opt.log, "a") as f:
                     f.write(json.dumps(rec) + "\n")
             if on_save is not None and time.monotonic() - last_save > opt.save_every_minutes * 60:
-                on_save(model, step)
+                _save(on_save, model, ema, step)
                 last_save = time.monotonic()
     finally:
         balancer.close()
         if previous is not None:
             previous.close()
     if on_save is not None:
-        on_save(model, step)
+        _save(on_save, model, ema, step)
     return records
+
+
+def _save(
+    on_save: Callable[[Model, int, str], None], model: Model, ema: WeightAverage | None, step: int
+) -> None:
+    on_save(model, step, "model")
+    if ema is not None:
+        on_save(ema.averaged(), step, "model_ema")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -684,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("--previous-back", int, "the first layer's readout names the tokens 1..n positions back"),
         ("--copy-hard", float, "fraction of recall words with a repeated token inside (numbers like 2044)"),
         ("--decay-frac", float, "the last fraction of the task phase decays the learning rate to 10%"),
+        ("--ema-decay", float, "weights averaged over the task phase, saved as model_ema/ (0: none)"),
     ):
         ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
@@ -719,9 +764,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             cache[key] = tok.encode(system_prefix(*key), add_special_tokens=False).ids
         return cache[key]
 
-    def on_save(m: Model, step: int) -> None:
-        save_model(m, args.out / "model", tok_dir)
-        print(f"step {step}: checkpoint written to {args.out / 'model'}", flush=True)
+    def on_save(m: Model, step: int, name: str) -> None:
+        save_model(m, args.out / name, tok_dir)
+        print(f"step {step}: checkpoint written to {args.out / name}", flush=True)
 
     warmup = args.copy_warmup
     if warmup is None:  # a continued run has its copy skill already
@@ -742,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         previous_back=args.previous_back,
         copy_hard=args.copy_hard,
         decay_frac=args.decay_frac,
+        ema_decay=args.ema_decay,
         log=args.out / "train.log.jsonl",
     )
     train(

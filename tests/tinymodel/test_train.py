@@ -191,3 +191,40 @@ def test_the_readout_can_name_the_token_two_back_too(setup) -> None:
     model(batch.ids, lengths=batch.lengths)
     assert torch.isfinite(readout.loss(batch))
     readout.close()
+
+
+def test_weight_average_follows_the_trained_weights(setup) -> None:
+    tok = setup[0]
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = T.WeightAverage(model, decay=0.75)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(4.0)
+    avg.update()  # 0.75 * old + 0.25 * (old + 4) = old + 1
+    got = avg.averaged().state_dict()
+    for k, v in before.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(got[k], v + 1.0 if k in dict(model.named_parameters()) else v)
+        else:
+            assert torch.equal(got[k], v)  # hash routing table: copied, not averaged
+
+
+def test_training_saves_the_weights_and_their_average(setup) -> None:
+    tok, _, examples, prefix = setup
+    model = Model(T.micro_config(tok.get_vocab_size()))
+    T.init_weights(model, seed=0)
+    saved: dict[str, dict] = {}
+
+    def on_save(m: Model, step: int, name: str) -> None:
+        saved[name] = {k: v.clone() for k, v in m.state_dict().items()}
+
+    opt = T.TrainOptions(max_steps=4, batch_tokens=10**6, warmup_steps=1, first_turn_every=0, copy_every=0,
+                         copy_warmup=2, ema_decay=0.5)
+    pad = tok.token_to_id("<｜▁pad▁｜>")
+    T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, on_save=on_save, copy_ids=range(300, 400))
+    assert set(saved) == {"model", "model_ema"}
+    w = "embed.weight"
+    assert not torch.equal(saved["model"][w], saved["model_ema"][w])
+    assert torch.equal(saved["model"][w], model.state_dict()[w])
