@@ -171,7 +171,7 @@ def available() -> bool:
     return cpu_build.load("indexer_topk", _SOURCE, _FLAGS, _declare) is not None
 
 
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), rebuilt when torch's threads change
 _MIN_SPLIT = 64 * 4096  # (queries x entries) below which one thread does the call: a thread hop costs more
 
 
@@ -208,9 +208,9 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible
     if len(jobs) == 1:
         rcs = [lib.indexer_topk(*jobs[0])]
     else:
-        if _pool is None or _pool._max_workers != threads:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentkit-indexer")
-        rcs = list(_pool.map(lambda a: lib.indexer_topk(*a), jobs))  # ctypes releases the GIL
+        if _pool is None or _pool[0] != threads:
+            _pool = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentkit-indexer"))
+        rcs = list(_pool[1].map(lambda a: lib.indexer_topk(*a), jobs))  # ctypes releases the GIL
     if any(rcs):
         raise MemoryError("the C indexer could not allocate its working buffers")
     return out
