@@ -137,6 +137,9 @@ def train_tiny(
     first_turn_every: Annotated[
         int, typer.Option(help="every n-th step on first turns without the system prefix (0: never)")
     ] = 3,
+    turn_rows: Annotated[
+        str, typer.Option(help="those rows: 'first' turns, or 'whole' conversations")
+    ] = "first",
     copy_hard: Annotated[
         float, typer.Option(help="fraction of recall words with a repeated token inside (numbers, phrases)")
     ] = 0.3,
@@ -177,6 +180,7 @@ def train_tiny(
     if copy_warmup is not None:
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
+    argv += ["--turn-rows", turn_rows]
     argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
     argv += ["--decay-frac", str(decay_frac), "--lr-scale", str(lr_scale), "--ema-decay", str(ema_decay)]
     train_main(argv)

@@ -385,8 +385,11 @@ class TrainOptions:
     # the start instead, it had not formed after ~950 steps (an hour and a half on this CPU).
     copy_warmup: int = 1200  # at most this many warm-up steps ...
     copy_warmup_loss: float = 0.3  # ... ending early once their loss (a running mean) is below this
-    # Every n-th step (0: never) trains first-turn rows (`data.first_turn`) without the system prefix.
+    # Every n-th step (0: never) trains rows without the system prefix: first turns (`data.first_turn`), or
+    # with turn_rows="whole" the whole conversations, whose later turns copy from tool output (a count, a
+    # path) into a command and the answer, the copy the first-turn recipe's failures get wrong.
     first_turn_every: int = 3
+    turn_rows: str = "first"
     # Every n-th step (0: never) after the warm-up is a warm-up step again (repeat rows only). Continuing a
     # task-trained model with warm-up steps alone, its held-out task loss went 0.5 -> 7.9 in 300 steps
     # (forgotten); interleaved, the copy skill is trained densely and the tasks are kept.
@@ -406,6 +409,8 @@ class TrainOptions:
             raise ValueError("TrainOptions needs a budget: max_steps (e.g. 2600) or minutes")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay}: in [0, 1), e.g. 0.995 (0: no average)")
+        if self.turn_rows not in ("first", "whole"):
+            raise ValueError(f"turn_rows={self.turn_rows!r}: 'first' (turns) or 'whole' (conversations)")
         if not 0.0 <= self.decay_frac <= 1.0:
             raise ValueError(f"decay_frac={self.decay_frac}: a share of the task phase, in [0, 1]")
 
@@ -463,7 +468,12 @@ def train(
         )
 
     first_turns = (
-        batches([first_turn(e) for e in examples], opt.batch_tokens, pad_id, opt.seed + 1)
+        batches(
+            [first_turn(e) if opt.turn_rows == "first" else e for e in examples],
+            opt.batch_tokens,
+            pad_id,
+            opt.seed + 1,
+        )
         if opt.first_turn_every
         else None
     )
@@ -731,6 +741,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("--ema-decay", float, "weights averaged over the task phase, saved as model_ema/ (0: none)"),
     ):
         ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
+    ap.add_argument("--turn-rows", choices=("first", "whole"), default=TrainOptions.turn_rows,
+                    help="the prefix-less rows: first turns, or whole conversations")
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="scale every learning rate (fine-tuning: <1)")
     args = ap.parse_args(argv)
@@ -782,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         copy_warmup=warmup,
         first_turn_every=args.first_turn_every,
+        turn_rows=args.turn_rows,
         copy_every=args.copy_every,
         previous_weight=args.previous_weight,
         previous_back=args.previous_back,

@@ -228,3 +228,14 @@ def test_training_saves_the_weights_and_their_average(setup) -> None:
     w = "embed.weight"
     assert not torch.equal(saved["model"][w], saved["model_ema"][w])
     assert torch.equal(saved["model"][w], model.state_dict()[w])
+
+
+def test_whole_turn_rows_train_every_turn_without_the_prefix(setup) -> None:
+    examples = setup[2]
+    records = _schedule(setup, 4, copy_warmup=0, first_turn_every=2, turn_rows="whole")
+    assert [r["phase"] for r in records] == ["tasks", "first_turn", "tasks", "first_turn"]
+    # every target of every conversation, where first-turn rows keep only the first completion
+    assert records[1]["rows"] == len(examples)
+    assert records[1]["targets"] == sum(len(e.target_ids()) for e in examples)
+    with pytest.raises(ValueError, match="turn_rows"):
+        T.TrainOptions(turn_rows="last")
