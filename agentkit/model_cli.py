@@ -140,6 +140,12 @@ def train_tiny(
     turn_rows: Annotated[
         str, typer.Option(help="those rows: 'first' turns, or 'whole' conversations")
     ] = "first",
+    varied_outputs: Annotated[
+        int, typer.Option(help="per task, copies whose copied tool outputs (counts, paths) are drawn wide")
+    ] = 0,
+    varied_in: Annotated[
+        str, typer.Option(help="those copies join the prefix-less rows ('turns') or all rows ('all')")
+    ] = "turns",
     copy_hard: Annotated[
         float, typer.Option(help="fraction of recall words with a repeated token inside (numbers, phrases)")
     ] = 0.3,
@@ -180,7 +186,7 @@ def train_tiny(
     if copy_warmup is not None:
         argv += ["--copy-warmup", str(copy_warmup)]
     argv += ["--copy-every", str(copy_every), "--first-turn-every", str(first_turn_every)]
-    argv += ["--turn-rows", turn_rows]
+    argv += ["--turn-rows", turn_rows, "--varied-outputs", str(varied_outputs), "--varied-in", varied_in]
     argv += ["--copy-hard", str(copy_hard), "--previous-back", str(previous_back)]
     argv += ["--decay-frac", str(decay_frac), "--lr-scale", str(lr_scale), "--ema-decay", str(ema_decay)]
     train_main(argv)

@@ -13,6 +13,8 @@ renderings are trained too, so either mode works at run time.
 from __future__ import annotations
 
 import json
+import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +141,52 @@ async def run_experts(
         for i in range(len(tasks)):
             tg.start_soon(one, i)
     return [t for t in out if t is not None]
+
+
+_NUMBER = re.compile(r"-?[0-9]+")
+_PATH = re.compile(r"([^/\s]+)/[^/\s]+\.txt")
+
+
+def _other_output(out: str, rng: random.Random, words: Sequence[str]) -> str | None:
+    """Another value of the same kind as a tool's output: a number of 1-4 digits for a number (negative a
+    third of the time where the output was), the same folder with another word's file for a path; None for
+    any other output."""
+    if _NUMBER.fullmatch(out):
+        n = rng.randint(10 ** (d - 1) if (d := rng.randint(1, 4)) > 1 else 0, 10**d - 1)
+        return f"-{n}" if out.startswith("-") and rng.random() < 0.3 and n else str(n)
+    if m := _PATH.fullmatch(out):
+        return f"{m.group(1)}/{rng.choice(words)}.txt"
+    return None
+
+
+def vary_outputs(record: dict, rng: random.Random, words: Sequence[str]) -> dict | None:
+    """The record's conversation with each tool output that a later step copies (a count, a printed value, a
+    grep hit) replaced by another value of its kind, and the later steps and the answer written from it, as
+    the expert would have (its `{outN}` templates); None when no copied output is a number or a path.
+
+    In the real tasks these outputs are narrow (a small file has 2-12 lines), so a model can lower its loss
+    by guessing a likely value instead of looking the output up, and models trained on them did: after awk
+    printed 6 one wrote `echo 2 > answer.txt`. Outputs drawn wide make the lookup the only way to predict
+    them. The files are not in the conversation, so a varied output contradicts nothing the model sees."""
+    task = record["task"]
+    templates = [json.dumps(s["arguments"]) for s in task["expert"]] + [task["final"]]
+    msgs = json.loads(json.dumps(record["messages"]))
+    results = [m for m in msgs if m["role"] == "tool"]
+    outs = [m["content"].strip() for m in results]
+    changed = False
+    for i, out in enumerate(outs):
+        if any(f"{{out{i}}}" in t for t in templates) and (new := _other_output(out, rng, words)):
+            results[i]["content"] = results[i]["content"].replace(out, new, 1)
+            outs[i], changed = new, True
+    if not changed:
+        return None
+    calls = [m for m in msgs if m["role"] == "assistant" and m.get("tool_calls")]
+    for m, step in zip(calls, task["expert"], strict=True):
+        args = {k: fill(v, outs) for k, v in step["arguments"].items()}
+        m["tool_calls"][0]["function"]["arguments"] = json.dumps(args)
+    final = next(m for m in reversed(msgs) if m["role"] == "assistant" and not m.get("tool_calls"))
+    final["content"] = fill(task["final"], outs)
+    return {**record, "messages": msgs, "text": None, "spans": None}
 
 
 def split_system(messages: list[Message], thinking_mode: str) -> tuple[str, str, list[tuple[int, int]]]:

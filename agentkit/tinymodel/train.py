@@ -390,6 +390,9 @@ class TrainOptions:
     # path) into a command and the answer, the copy the first-turn recipe's failures get wrong.
     first_turn_every: int = 3
     turn_rows: str = "first"
+    # Rows whose copied tool outputs are drawn wide (`corpus.vary_outputs`; built by the caller, `varied`
+    # in `train`) join the prefix-less rows ("turns") or both those and the task rows ("all").
+    varied_in: str = "turns"
     # Every n-th step (0: never) after the warm-up is a warm-up step again (repeat rows only). Continuing a
     # task-trained model with warm-up steps alone, its held-out task loss went 0.5 -> 7.9 in 300 steps
     # (forgotten); interleaved, the copy skill is trained densely and the tasks are kept.
@@ -409,6 +412,8 @@ class TrainOptions:
             raise ValueError("TrainOptions needs a budget: max_steps (e.g. 2600) or minutes")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay}: in [0, 1), e.g. 0.995 (0: no average)")
+        if self.varied_in not in ("turns", "all"):
+            raise ValueError(f"varied_in={self.varied_in!r}: 'turns' (prefix-less rows) or 'all'")
         if self.turn_rows not in ("first", "whole"):
             raise ValueError(f"turn_rows={self.turn_rows!r}: 'first' (turns) or 'whole' (conversations)")
         if not 0.0 <= self.decay_frac <= 1.0:
@@ -438,11 +443,13 @@ def train(
     name_ids: Sequence[int] = (),
     copy_separators: Sequence[int] = (),
     copy_digits: Sequence[int] = (),
+    varied: Sequence[Example] = (),
 ) -> list[dict]:
     """Train in place until `opt.minutes` or `opt.max_steps`; `prefixes(rng)` draws each step's system prefix
     (token ids); `copy_ids` are the tokens synthetic copy rows are drawn from (none: no copy rows), with
     `copy_separators` between their words and `copy_digits` the digit tokens of their hard words (numbers);
-    `name_ids` the name pieces the held-out `name_acc` is measured on.
+    `name_ids` the name pieces the held-out `name_acc` is measured on; `varied` extra rows (conversations
+    with varied tool outputs) for the streams `opt.varied_in` names.
     Returns the log records (also appended to `opt.log` as JSON lines)."""
     torch.manual_seed(opt.seed)
     rng = random.Random(opt.seed)
@@ -457,8 +464,9 @@ def train(
     if use_previous:
         previous = PreviousTokenReadout(model, opt.adamw_lr, opt.previous_weight, opt.previous_back)
     eval_prefix = prefixes(random.Random(opt.seed + 1))
+    task_rows = list(examples) + (list(varied) if opt.varied_in == "all" else [])
     stream = batches(
-        examples, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
+        task_rows, opt.batch_tokens, pad_id, opt.seed, model.config.max_seq_len - len(eval_prefix)
     )
     dev = model.embed.weight.device
 
@@ -469,7 +477,7 @@ def train(
 
     first_turns = (
         batches(
-            [first_turn(e) if opt.turn_rows == "first" else e for e in examples],
+            [first_turn(e) if opt.turn_rows == "first" else e for e in examples] + list(varied),
             opt.batch_tokens,
             pad_id,
             opt.seed + 1,
@@ -638,6 +646,20 @@ def trajectory_examples(
     return out
 
 
+def varied_examples(
+    tok, records: Sequence[dict], copies: int, seed: int, coarse: Sequence = ()
+) -> list[Example]:
+    """`copies` variants of each record whose copied tool outputs are drawn wide (`corpus.vary_outputs`),
+    as examples like `trajectory_examples`'; records with no such output give none."""
+    from agentkit.tinymodel.corpus import vary_outputs
+    from agentkit.tinymodel.tasks import word_pool
+
+    rng = random.Random(f"varied/{seed}")
+    words = word_pool("train")
+    recs = [v for _ in range(copies) for r in records if (v := vary_outputs(r, rng, words)) is not None]
+    return trajectory_examples(tok, recs, coarse=coarse)
+
+
 def save_model(model: Model, folder: Path, tokenizer_dir: Path) -> None:
     """Write the checkpoint in the official layout (bf16 float weights) with config.json and the tokenizer."""
     import shutil
@@ -743,6 +765,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
     ap.add_argument("--turn-rows", choices=("first", "whole"), default=TrainOptions.turn_rows,
                     help="the prefix-less rows: first turns, or whole conversations")
+    ap.add_argument("--varied-outputs", type=int, default=0,
+                    help="per training task, this many copies whose copied tool outputs are drawn wide")
+    ap.add_argument("--varied-in", choices=("turns", "all"), default=TrainOptions.varied_in,
+                    help="the varied copies join the prefix-less rows, or those and the task rows")
     ap.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (same tokenizer)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="scale every learning rate (fine-tuning: <1)")
     args = ap.parse_args(argv)
@@ -755,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     coarse = [coarse_variant(tok, keep) for keep in (0.15, 0.35, 0.6)]
     examples = trajectory_examples(tok, train_recs, coarse=coarse)
     heldout = trajectory_examples(tok, held_recs[:32], chat_every=10**9)
+    varied = varied_examples(tok, train_recs, args.varied_outputs, args.seed, coarse)
     if args.init is not None:
         from agentkit.runtime.loader import load_model
 
@@ -795,6 +822,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         copy_warmup=warmup,
         first_turn_every=args.first_turn_every,
         turn_rows=args.turn_rows,
+        varied_in=args.varied_in,
         copy_every=args.copy_every,
         previous_weight=args.previous_weight,
         previous_back=args.previous_back,
@@ -815,6 +843,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         name_ids=name_pieces(tok),
         copy_separators=name_separators(tok, examples),
         copy_digits=[i for d in "0123456789" for i in tok.encode(d, add_special_tokens=False).ids],
+        varied=varied,
     )
 
 

@@ -82,6 +82,7 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     args = ["model", "train-tiny", "-o", str(tmp_path), "--minutes", "5", "--init", str(tmp_path / "m")]
     args += ["--copy-warmup", "300", "--copy-every", "2", "--first-turn-every", "4", "--copy-hard", "0.1"]
     args += ["--previous-back", "3", "--lr-scale", "0.3", "--steps", "40", "--decay-frac", "0.5"]
+    args += ["--varied-outputs", "3", "--varied-in", "all", "--turn-rows", "whole"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     argv = seen[0]
@@ -96,6 +97,9 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
         ("--lr-scale", "0.3"),
         ("--steps", "40"),
         ("--decay-frac", "0.5"),
+        ("--varied-outputs", "3"),
+        ("--varied-in", "all"),
+        ("--turn-rows", "whole"),
     ):
         assert argv[argv.index(flag) + 1] == value
     # with no flags it runs the recipe that trained the best checkpoint so far

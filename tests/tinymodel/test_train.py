@@ -21,9 +21,13 @@ from agentkit.tinymodel.tokenizer_train import general_text, save_tokenizer, tra
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):
+def trajs() -> list:
+    return anyio.run(run_experts, make_tasks("train", 3), 3)
+
+
+@pytest.fixture(scope="module")
+def setup(trajs: list, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
-    trajs = anyio.run(run_experts, make_tasks("train", 3), 3)
     prefix = T.system_prefix("/workspace", ("bash",))
     folder = tmp_path_factory.mktemp("tok")
     save_tokenizer(
@@ -68,7 +72,7 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
     assert (tmp_path / "model" / "tokenizer.json").is_file()
 
 
-def _schedule(setup, steps: int, **options) -> list[dict]:
+def _schedule(setup, steps: int, varied: list[Example] = (), **options) -> list[dict]:
     """The log records of `steps` training steps of a fresh micro model, copy rows over tokens 300-399;
     none of the recipe's extras (interleaved copy and first-turn steps ...) unless `options` ask."""
     tok, _, examples, prefix = setup
@@ -79,7 +83,9 @@ def _schedule(setup, steps: int, **options) -> list[dict]:
         minutes=10, max_steps=steps, batch_tokens=10**6, warmup_steps=1, **(plain | options)
     )
     pad = tok.token_to_id("<｜▁pad▁｜>")
-    return T.train(model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400))
+    return T.train(
+        model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400), varied=varied
+    )
 
 
 def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
@@ -239,3 +245,21 @@ def test_whole_turn_rows_train_every_turn_without_the_prefix(setup) -> None:
     assert records[1]["targets"] == sum(len(e.target_ids()) for e in examples)
     with pytest.raises(ValueError, match="turn_rows"):
         T.TrainOptions(turn_rows="last")
+
+
+def test_varied_output_rows_join_the_prefix_less_rows_or_all_rows(setup, trajs: list) -> None:
+    tok, _, examples, _ = setup
+    records = [{"task": t.task.to_dict(), "messages": [m.to_openai() for m in t.messages]} for t in trajs]
+    varied = T.varied_examples(tok, records, 2, seed=0)
+    # the three tasks: a file to create (nothing to vary), a line count and a word count: two copies of
+    # the two counts, and as in `trajectory_examples` every fourth one rendered in chat mode as well
+    assert sum(t.task.family.startswith("count") for t in trajs) == 2 and len(varied) == 2 * 2 + 1
+    assert varied and [e.ids for e in varied] != [e.ids for e in T.varied_examples(tok, records, 2, seed=1)]
+    # (no recall rows mixed into the task rows, so the rows counted are the streams' own)
+    turns = _schedule(setup, 2, varied, copy_warmup=0, copy_rows=0.0, first_turn_every=2, turn_rows="whole")
+    assert [r["rows"] for r in turns] == [len(examples), len(examples) + len(varied)]
+    every = _schedule(setup, 1, varied, copy_warmup=0, copy_rows=0.0, varied_in="all")
+    assert every[0]["rows"] == len(examples) + len(varied)
+    with pytest.raises(ValueError, match="varied_in"):
+        T.TrainOptions(varied_in="tasks")
+
