@@ -6,6 +6,10 @@ indexer scores S * S / 8 pairs over a prompt, so at long context those passes do
 tokens: 34 of 58 s). Here each query keeps its k best entries in a small array while it walks the
 entries; a tile of keys is transposed once and reused by every query of the call, and a score leaves the
 registers only when it beats the query's current k-th best, which after the first few tiles is rare.
+Where the CPU has AVX512-VNNI, a group of 64 entries is first bounded from int8 copies of the query and the
+keys (four times the multiply-adds per instruction of fp32), with a proven error bound, and its exact fp32
+scores are computed only when the bound reaches the k-th best: the same selection, about 1.5x (one index
+head) to 2x (four) faster on long prompts, where most groups are skipped.
 
 Selection contract (the PyTorch path's): score(s, c) = sum_h w[s,h] * relu(q[s,h] . key[c]) over entries
 c < n_visible[s]; the k best in descending score order, equal scores to the lower index; -1 past the
@@ -28,8 +32,15 @@ ENV = "AGENTKIT_CPU_INDEXER"  # 0: use the PyTorch path
 
 _SOURCE = r"""
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define PREFILTER 1
+#else
+#define PREFILTER 0
+#endif
 
 #define TILE 256  /* entries per key tile: TILE * D floats stay in L1/L2 while every query reads them */
 #define CH 16     /* entries per vector */
@@ -55,10 +66,79 @@ static int worst_of(const float *sc, const long *ix, int k) {
     return w;
 }
 
+static float amax_of(const float *x, int D) {
+    float m = 0.0f;
+    for (int d = 0; d < D; d++) {
+        float a = fabsf(x[d]);
+        m = a > m ? a : m;  /* not fmaxf: a library call here */
+    }
+    return m;
+}
+
+#if PREFILTER
+/* int8 copy of a vector at `scale` (amax / 127 with amax >= max |x|; 0: all zeros), Dp - D zeros after it:
+   x ~ scale * xq. err = ||x - scale * xq||, qn = ||scale * xq||, xn = ||x||, each rounded up: fmaf gives
+   each residual to half an ulp, and a sum of D squares strays by under D ulps, far below the 1e-4 added. */
+static void quantize(const float *x, int D, int Dp, float scale, int8_t *xq, float *err, float *qn,
+                     float *xn) {
+    float e = 0.0f, n = 0.0f, t = 0.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+    for (int d = 0; d < D; d++) {
+        float v = nearbyintf(x[d] * inv);  /* any rounding will do: err measures what it gives */
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        xq[d] = (int8_t)v;
+        float r = fmaf(-scale, v, x[d]), m = scale * v;
+        e = fmaf(r, r, e);
+        n = fmaf(m, m, n);
+        t = fmaf(x[d], x[d], t);
+    }
+    for (int d = D; d < Dp; d++) xq[d] = 0;
+    *err = sqrtf(e) * (1.0f + 1e-4f);
+    *qn = sqrtf(n) * (1.0f + 1e-4f);
+    *xn = sqrtf(t) * (1.0f + 1e-4f);
+}
+
+/* acc[u] = int8 dot products of one query's u8 copy qh (n4 groups of 4 bytes) with the CH keys of block u
+   of a group (kr: the group's VNNI rows, kcorr: the keys' offset corrections); the blocks' chains are
+   independent, so they run interleaved. */
+static inline void int8_dots(const __m512i *kr, const int32_t *kcorr, const int32_t *qh, int n4,
+                             __m512i acc[GROUP / CH]) {
+    for (int u = 0; u < GROUP / CH; u++) acc[u] = _mm512_load_si512((const void *)(kcorr + u * CH));
+    for (int d4 = 0; d4 < n4; d4++) {
+        __m512i qv = _mm512_set1_epi32(qh[d4]);
+        for (int u = 0; u < GROUP / CH; u++)
+            acc[u] = _mm512_dpbusd_epi32(acc[u], qv, _mm512_load_si512(kr + u * n4 + d4));
+    }
+}
+
+/* What the int8 scores of a tile must exceed for an entry to possibly beat thr (see PREFILTER): 0 when no
+   entry of the tile can (skip it), 1 with *tint (one head: the integer dot product) or *tsum (several:
+   sum_h c_h relu(dot_h)) set, 2 when the bound alone reaches thr (score every group). */
+static int prefilter_limit(float thr, float bound, float scale, const float *c, int H, int32_t *tint,
+                           float *tsum) {
+    float rest = thr - bound;
+    if (!(rest >= 0.0f)) return 2;
+    if (scale == 0.0f) return 0;  /* all-zero keys score 0 <= rest <= thr */
+    if (H == 1) {
+        if (c[0] <= 0.0f) return 0;  /* score <= bound <= thr */
+        float t = rest / (c[0] * scale) * (1.0f - 0x1p-20f);  /* rounded down: never skip a winner */
+        if (t >= 2147483520.0f) return 0;
+        *tint = (int32_t)floorf(t);
+        return 1;
+    }
+    *tsum = rest / scale * (1.0f - 0x1p-20f);
+    return 1;
+}
+#endif
+
+int prefilter_built(void) { return PREFILTER; }
+
 /* Queries s0..s1-1 of one batch row. q [S, H, D], w [S, H], keys [T, D] (rows key_stride floats apart),
-   nv [S] visible entries per query, out [S, k] int64. Returns 0, or -1 when memory runs out. */
+   nv [S] visible entries per query, out [S, k] int64. With `prefilter` (and AVX512-VNNI), a full top list
+   first bounds each group's scores from int8 copies of q and the keys (see PREFILTER below) and skips the
+   exact scores of a group none of whose entries can beat its k-th best. Returns 0, or -1 when memory runs
+   out. */
 int indexer_topk(const float *q, const float *w, const float *keys, long key_stride, const long *nv,
-                 long s0, long s1, int H, int D, long T, int k, long *out) {
+                 long s0, long s1, int H, int D, long T, int k, long *out, int prefilter) {
     long nq = s1 - s0;
     if (nq <= 0) return 0;
     float *kt = aligned_alloc(64, sizeof(float) * (size_t)D * TILE);
@@ -70,6 +150,50 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         free(kt); free(top_sc); free(top_ix); free(count); free(worst);
         return -1;
     }
+#if PREFILTER
+    /* PREFILTER: an upper bound of a group's exact scores at int8 cost. With q ~ q' = sq * qq (per query
+       and head) and key ~ key' = st * kq (st shared by a tile's keys), |q.key - q'.key'| <=
+       ||q - q'|| ||key|| + ||q'|| ||key - key'||, and relu is 1-Lipschitz with sq, st >= 0, so
+         score <= st * sum_h (w_h sq_h) relu(qq_h.kq) + sum_h |w_h| (that bound + rounding slack).
+       A group is skipped only when that is at most the k-th best exact score for every entry: such an entry
+       could not beat it (a later index needs a higher score), so the selection is the exact one.
+       qq.kq runs as VNNI u8 x s8 dot products: qq + 128 is unsigned, and each key's accumulator starts at
+       -128 * sum(kq) to take the offset back out. */
+    int Dp = (D + 3) / 4 * 4;
+    int8_t *qq = NULL, *kq = NULL;
+    float *qs = NULL;
+    int32_t *kcorr = NULL;
+    if (prefilter) {
+        qq = malloc((size_t)nq * H * Dp);
+        qs = malloc(sizeof(float) * (size_t)nq * (H + 2));  /* per query: c_h = w_h sq_h, then a, b */
+        kq = aligned_alloc(64, (size_t)Dp * TILE);
+        kcorr = aligned_alloc(64, sizeof(int32_t) * TILE);
+        if (!qq || !qs || !kq || !kcorr) {
+            free(qq); free(qs); free(kq); free(kcorr);
+            free(kt); free(top_sc); free(top_ix); free(count); free(worst);
+            return -1;
+        }
+        /* rounding: the exact fp32 score and the bound's own arithmetic each stray by at most ~(D + H)
+           ulps of sum_h |w_h| ||q_h|| ||key|| from the real values */
+        const float slack = (float)(D + H + 8) * 0x1p-22f;
+        for (long r = 0; r < nq; r++) {
+            float *f = qs + r * (H + 2), a = 0.0f, b = 0.0f;
+            for (int h = 0; h < H; h++) {
+                long i = r * H + h;
+                const float *x = q + ((s0 + r) * H + h) * (long)D;
+                float sc = amax_of(x, D) / 127.0f, err, qn, xn;
+                quantize(x, D, Dp, sc, qq + i * Dp, &err, &qn, &xn);
+                for (int d = 0; d < Dp; d++) qq[i * Dp + d] = (int8_t)(uint8_t)(qq[i * Dp + d] + 128);
+                float wh = w[(s0 + r) * H + h];
+                f[h] = wh * sc;
+                a += fabsf(wh) * (err + slack * (err + qn));  /* times max ||key|| */
+                b += fabsf(wh) * qn;  /* times max ||key - key'|| */
+            }
+            f[H] = a; f[H + 1] = b;
+        }
+    }
+    float tile_scale = 0.0f, tile_norm = 0.0f, tile_err = 0.0f;
+#endif
     long most = 0;
     for (long s = s0; s < s1; s++) {
         long v = nv[s] < T ? nv[s] : T;
@@ -80,6 +204,30 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         for (long j = 0; j < TILE; j++)  /* transpose: kt[d][j] = key[c0 + j][d], zeros past n */
             for (int d = 0; d < D; d++)
                 kt[(long)d * TILE + j] = j < n ? keys[(c0 + j) * key_stride + d] : 0.0f;
+#if PREFILTER
+        if (prefilter) {  /* int8 keys: per CH keys, Dp/4 rows of CH lanes x 4 bytes (VNNI's layout) */
+            int8_t x[Dp];
+            float am = 0.0f;
+            for (long j = 0; j < n; j++) {
+                float a = amax_of(keys + (c0 + j) * key_stride, D);
+                am = a > am ? a : am;
+            }
+            tile_scale = am / 127.0f; tile_norm = tile_err = 0.0f;
+            for (long j = 0; j < TILE; j++) {
+                float e = 0.0f, qn, xn = 0.0f;
+                if (j < n) quantize(keys + (c0 + j) * key_stride, D, Dp, tile_scale, x, &e, &qn, &xn);
+                else memset(x, 0, (size_t)Dp);
+                int32_t sum = 0;
+                for (int d = 0; d < Dp; d++) {
+                    kq[((j / CH) * (Dp / 4) + d / 4) * CH * 4 + (j % CH) * 4 + d % 4] = x[d];
+                    sum += x[d];
+                }
+                kcorr[j] = -128 * sum;
+                tile_norm = xn > tile_norm ? xn : tile_norm;
+                tile_err = e > tile_err ? e : tile_err;
+            }
+        }
+#endif
         for (long s = s0; s < s1; s++) {
             long vis = nv[s] < T ? nv[s] : T;
             long lim = vis - c0 < n ? vis - c0 : n;
@@ -89,7 +237,46 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
             long *ti = top_ix + r * k;
             int cnt = count[r];
             float thr = cnt < k ? -INFINITY : ts[worst[r]];
+#if PREFILTER
+            int mode = 2;  /* prefilter_limit's answer for the current thr; 2: score every group */
+            int32_t tint = 0;
+            float tsum = 0.0f;
+            const float *qf = qs + (prefilter ? r * (H + 2) : 0);
+            const int8_t *qr = qq + (prefilter ? r * H * Dp : 0);
+            float bound = prefilter ? qf[H] * tile_norm + qf[H + 1] * tile_err : 0.0f;
+            if (prefilter && cnt == k) mode = prefilter_limit(thr, bound, tile_scale, qf, H, &tint, &tsum);
+            if (mode == 0) continue;
+#endif
             for (long j0 = 0; j0 < lim; j0 += GROUP) {
+#if PREFILTER
+                if (mode == 1) {  /* skip the group unless some entry's bound exceeds thr */
+                    /* all GROUP / CH blocks, independent chains in flight (entries past lim only make the
+                       test more cautious); a tile is a whole number of groups */
+                    const __m512i *kr = (const __m512i *)(kq + (j0 / CH) * (Dp / 4) * CH * 4);
+                    __m512i acc[GROUP / CH];
+                    __mmask16 hit = 0;
+                    if (H == 1) {
+                        int8_dots(kr, kcorr + j0, (const int32_t *)qr, Dp / 4, acc);
+                        __m512i tv = _mm512_set1_epi32(tint);
+                        for (int u = 0; u < GROUP / CH; u++) hit |= _mm512_cmpgt_epi32_mask(acc[u], tv);
+                    } else {
+                        __m512 sum[GROUP / CH], zero = _mm512_setzero_ps();
+                        for (int u = 0; u < GROUP / CH; u++) sum[u] = zero;
+                        for (int h = 0; h < H; h++) {
+                            int8_dots(kr, kcorr + j0, (const int32_t *)(qr + (long)h * Dp), Dp / 4, acc);
+                            __m512 c = _mm512_set1_ps(qf[h]);
+                            for (int u = 0; u < GROUP / CH; u++) {
+                                __m512 rl = _mm512_max_ps(_mm512_cvtepi32_ps(acc[u]), zero);
+                                sum[u] = _mm512_fmadd_ps(c, rl, sum[u]);
+                            }
+                        }
+                        __m512 tv = _mm512_set1_ps(tsum);
+                        for (int u = 0; u < GROUP / CH; u++)
+                            hit |= _mm512_cmp_ps_mask(sum[u], tv, _CMP_GT_OQ);
+                    }
+                    if (!hit) continue;
+                }
+#endif
                 /* GROUP / CH independent accumulators: enough multiply-adds in flight to fill the units */
                 v16 tot[GROUP / CH];
                 for (int h = 0; h < H; h++) {
@@ -108,15 +295,18 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                         else tot[u] += wh * rl;
                     }
                 }
-                if (cnt == k) {  /* full: most groups hold nothing above the k-th best */
+                int full = cnt == k;
+                if (full) {  /* full: most groups hold nothing above the k-th best */
                     v16i above = tot[0] > thr;
                     for (int u = 1; u < GROUP / CH; u++) above |= tot[u] > thr;
                     if (!any_lane(above)) continue;
                 }
+                float thr0 = thr;
                 long e = j0 + GROUP < lim ? j0 + GROUP : lim;
                 for (int u = 0; u < GROUP / CH; u++) {
                     long base = j0 + (long)u * CH;
                     if (base >= e) break;
+                    if (full && !any_lane(tot[u] > thr)) continue;  /* thr only rises */
                     long stop = base + CH < e ? base + CH : e;
                     for (long j = base; j < stop; j++) {
                         float v = tot[u][j - base];
@@ -129,6 +319,12 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                         }
                     }
                 }
+#if PREFILTER
+                if (prefilter && cnt == k && (!full || thr != thr0)) {  /* thr has risen */
+                    mode = prefilter_limit(thr, bound, tile_scale, qf, H, &tint, &tsum);
+                    if (mode == 0) break;
+                }
+#endif
             }
             count[r] = cnt;
         }
@@ -147,6 +343,9 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         long *o = out + (s0 + r) * k;
         for (int i = 0; i < k; i++) o[i] = i < cnt ? ti[i] : -1;
     }
+#if PREFILTER
+    if (prefilter) { free(qq); free(qs); free(kq); free(kcorr); }
+#endif
     free(kt); free(top_sc); free(top_ix); free(count); free(worst);
     return 0;
 }
@@ -160,8 +359,9 @@ _FLAGS = ["-O3", "-march=native", "-fno-math-errno"]
 def _declare(lib: ctypes.CDLL) -> None:
     c = ctypes
     lib.indexer_topk.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_long, c.c_void_p, c.c_long,
-                                 c.c_long, c.c_int, c.c_int, c.c_long, c.c_int, c.c_void_p]
+                                 c.c_long, c.c_int, c.c_int, c.c_long, c.c_int, c.c_void_p, c.c_int]
     lib.indexer_topk.restype = c.c_int
+    lib.prefilter_built.argtypes, lib.prefilter_built.restype = [], c.c_int
 
 
 def available() -> bool:
@@ -171,15 +371,22 @@ def available() -> bool:
     return cpu_build.load("indexer_topk", _SOURCE, _FLAGS, _declare) is not None
 
 
+def prefilter_built() -> bool:
+    """Whether the C indexer was built with its int8 prefilter (the CPU has AVX512-VNNI)."""
+    lib = cpu_build.load("indexer_topk", _SOURCE, _FLAGS, _declare)
+    return lib is not None and bool(lib.prefilter_built())
+
+
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), rebuilt when torch's threads change
 _MIN_SPLIT = 64 * 4096  # (queries x entries) below which one thread does the call: a thread hop costs more
 
 
 def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,
-                 k: int) -> torch.Tensor:
+                 k: int, prefilter: bool = True) -> torch.Tensor:
     """q [B, S, Hi, di], w [B, S, Hi] (scaled), keys [B, T, di], n_visible [B, S] -> [B, S, k] int64 indices
     (descending score, ties to the lower index, -1 past the visible count). CPU tensors; computed in fp32.
-    Call only when `available()`."""
+    `prefilter` lets the loop skip groups whose int8 score bound cannot reach the k-th best (where the CPU
+    has AVX512-VNNI; the same selection either way). Call only when `available()`."""
     global _pool
     lib = cpu_build.load("indexer_topk", _SOURCE, _FLAGS, _declare)
     if lib is None:
@@ -204,7 +411,7 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible
         for s0, s1 in zip(bounds, bounds[1:], strict=False):
             if s1 > s0:
                 jobs.append((qf[b].data_ptr(), wf[b].data_ptr(), kf[b].data_ptr(), kf.stride(1),
-                             nv[b].data_ptr(), s0, s1, heads, dim, t, k, out[b].data_ptr()))
+                             nv[b].data_ptr(), s0, s1, heads, dim, t, k, out[b].data_ptr(), int(prefilter)))
     if len(jobs) == 1:
         rcs = [lib.indexer_topk(*jobs[0])]
     else:
