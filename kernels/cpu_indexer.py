@@ -58,12 +58,20 @@ static inline int any_lane(v16i m) {
     return m[0] != 0;
 }
 
-/* worst of a full top list: the lowest score, among equal ones the highest index */
-static int worst_of(const float *sc, const long *ix, int k) {
-    int w = 0;
-    for (int i = 1; i < k; i++)
-        if (sc[i] < sc[w] || (sc[i] == sc[w] && ix[i] > ix[w])) w = i;
-    return w;
+/* a top list is a heap with its worst entry first: the lowest score, among equal ones the highest index;
+   replacing the worst costs log k steps (a scan for the new worst cost k, most of a long prefill's time) */
+static inline int worse(float a, long ia, float b, long ib) { return a < b || (a == b && ia > ib); }
+
+static void sift_down(float *sc, long *ix, int k, int i) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= k) return;
+        if (c + 1 < k && worse(sc[c + 1], ix[c + 1], sc[c], ix[c])) c++;
+        if (!worse(sc[c], ix[c], sc[i], ix[i])) return;
+        float t = sc[i]; sc[i] = sc[c]; sc[c] = t;
+        long x = ix[i]; ix[i] = ix[c]; ix[c] = x;
+        i = c;
+    }
 }
 
 static float amax_of(const float *x, int D) {
@@ -145,9 +153,8 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
     float *top_sc = malloc(sizeof(float) * (size_t)nq * k);
     long *top_ix = malloc(sizeof(long) * (size_t)nq * k);
     int *count = calloc((size_t)nq, sizeof(int));
-    int *worst = calloc((size_t)nq, sizeof(int));
-    if (!kt || !top_sc || !top_ix || !count || !worst) {
-        free(kt); free(top_sc); free(top_ix); free(count); free(worst);
+    if (!kt || !top_sc || !top_ix || !count) {
+        free(kt); free(top_sc); free(top_ix); free(count);
         return -1;
     }
 #if PREFILTER
@@ -170,7 +177,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         kcorr = aligned_alloc(64, sizeof(int32_t) * TILE);
         if (!qq || !qs || !kq || !kcorr) {
             free(qq); free(qs); free(kq); free(kcorr);
-            free(kt); free(top_sc); free(top_ix); free(count); free(worst);
+            free(kt); free(top_sc); free(top_ix); free(count);
             return -1;
         }
         /* rounding: the exact fp32 score and the bound's own arithmetic each stray by at most ~(D + H)
@@ -236,7 +243,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
             float *ts = top_sc + r * k;
             long *ti = top_ix + r * k;
             int cnt = count[r];
-            float thr = cnt < k ? -INFINITY : ts[worst[r]];
+            float thr = cnt < k ? -INFINITY : ts[0];
 #if PREFILTER
             int mode = 2;  /* prefilter_limit's answer for the current thr; 2: score every group */
             int32_t tint = 0;
@@ -312,10 +319,13 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                         float v = tot[u][j - base];
                         if (cnt < k) {  /* not full: take it */
                             ts[cnt] = v; ti[cnt] = c0 + j; cnt++;
-                            if (cnt == k) { worst[r] = worst_of(ts, ti, k); thr = ts[worst[r]]; }
+                            if (cnt == k) {  /* full: make it a heap */
+                                for (int i = k / 2 - 1; i >= 0; i--) sift_down(ts, ti, k, i);
+                                thr = ts[0];
+                            }
                         } else if (v > thr) {  /* a later index never beats an equal score */
-                            ts[worst[r]] = v; ti[worst[r]] = c0 + j;
-                            worst[r] = worst_of(ts, ti, k); thr = ts[worst[r]];
+                            ts[0] = v; ti[0] = c0 + j;
+                            sift_down(ts, ti, k, 0); thr = ts[0];
                         }
                     }
                 }
@@ -329,16 +339,15 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
             count[r] = cnt;
         }
     }
-    for (long r = 0; r < nq; r++) {  /* descending score, equal scores by index: insertion sort */
+    for (long r = 0; r < nq; r++) {  /* descending score, equal scores by index: heap sort (k log k) */
         float *ts = top_sc + r * k;
         long *ti = top_ix + r * k;
         int cnt = count[r];
-        for (int i = 1; i < cnt; i++) {
-            float v = ts[i]; long x = ti[i]; int j = i - 1;
-            while (j >= 0 && (ts[j] < v || (ts[j] == v && ti[j] > x))) {
-                ts[j + 1] = ts[j]; ti[j + 1] = ti[j]; j--;
-            }
-            ts[j + 1] = v; ti[j + 1] = x;
+        for (int i = cnt / 2 - 1; i >= 0; i--) sift_down(ts, ti, cnt, i);  /* a list never filled */
+        for (int m = cnt - 1; m > 0; m--) {  /* the worst left goes to the back */
+            float t = ts[0]; ts[0] = ts[m]; ts[m] = t;
+            long x = ti[0]; ti[0] = ti[m]; ti[m] = x;
+            sift_down(ts, ti, m, 0);
         }
         long *o = out + (s0 + r) * k;
         for (int i = 0; i < k; i++) o[i] = i < cnt ? ti[i] : -1;
@@ -346,7 +355,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
 #if PREFILTER
     if (prefilter) { free(qq); free(qs); free(kq); free(kcorr); }
 #endif
-    free(kt); free(top_sc); free(top_ix); free(count); free(worst);
+    free(kt); free(top_sc); free(top_ix); free(count);
     return 0;
 }
 """
