@@ -49,6 +49,26 @@ _SOURCE = r"""
 typedef float v16 __attribute__((vector_size(64), aligned(64)));
 typedef int v16i __attribute__((vector_size(64), aligned(64)));
 
+/* Exact scores of the CH entries whose transposed keys start at kt (rows TILE apart) for one query
+   (q [H, D], w [H]): per lane the same operations in the same order as the group loop's, so an entry scores
+   the same whichever path scores it. */
+static inline v16 block_scores(const float *q, const float *w, const float *kt, int H, int D) {
+    v16 tot = (v16){0};
+    for (int h = 0; h < H; h++) {
+        const float *qh = q + (long)h * D;
+        v16 acc = (v16){0};
+        for (int d = 0; d < D; d++) {
+            v16 qd = (v16){0} + qh[d];
+            acc += qd * *(const v16 *)(kt + (long)d * TILE);
+        }
+        v16 wh = (v16){0} + w[h];
+        v16 rl = (v16)((v16i)acc & (acc > 0.0f));
+        if (h == 0) tot = wh * rl;
+        else tot += wh * rl;
+    }
+    return tot;
+}
+
 /* whether any lane is set: OR-halving with shuffles (a lane-by-lane loop compiles to 16 extracts) */
 static inline int any_lane(v16i m) {
     m |= __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -261,11 +281,12 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                        test more cautious); a tile is a whole number of groups */
                     const __m512i *kr = (const __m512i *)(kq + (j0 / CH) * (Dp / 4) * CH * 4);
                     __m512i acc[GROUP / CH];
-                    __mmask16 hit = 0;
+                    __mmask16 hit[GROUP / CH], any = 0;
                     if (H == 1) {
                         int8_dots(kr, kcorr + j0, (const int32_t *)qr, Dp / 4, acc);
                         __m512i tv = _mm512_set1_epi32(tint);
-                        for (int u = 0; u < GROUP / CH; u++) hit |= _mm512_cmpgt_epi32_mask(acc[u], tv);
+                        for (int u = 0; u < GROUP / CH; u++)
+                            any |= hit[u] = _mm512_cmpgt_epi32_mask(acc[u], tv);
                     } else {
                         __m512 sum[GROUP / CH], zero = _mm512_setzero_ps();
                         for (int u = 0; u < GROUP / CH; u++) sum[u] = zero;
@@ -279,9 +300,29 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                         }
                         __m512 tv = _mm512_set1_ps(tsum);
                         for (int u = 0; u < GROUP / CH; u++)
-                            hit |= _mm512_cmp_ps_mask(sum[u], tv, _CMP_GT_OQ);
+                            any |= hit[u] = _mm512_cmp_ps_mask(sum[u], tv, _CMP_GT_OQ);
                     }
-                    if (!hit) continue;
+                    if (!any) continue;
+                    /* exact scores for the blocks that may hold a winner only: a group's 64 entries would
+                       be scored for one, and on prompts of tens of thousands of entries most groups hold
+                       one while the k-th best still rises */
+                    float thr0 = thr;
+                    for (int u = 0; u < GROUP / CH; u++) {
+                        long base = j0 + (long)u * CH;
+                        if (!hit[u] || base >= lim) continue;
+                        v16 tot = block_scores(q + (long)s * H * D, w + (long)s * H, kt + base, H, D);
+                        long stop = base + CH < lim ? base + CH : lim;
+                        for (long j = base; j < stop; j++)
+                            if (tot[j - base] > thr) {  /* a later index never beats an equal score */
+                                ts[0] = tot[j - base]; ti[0] = c0 + j;
+                                sift_down(ts, ti, k, 0); thr = ts[0];
+                            }
+                    }
+                    if (thr != thr0) {
+                        mode = prefilter_limit(thr, bound, tile_scale, qf, H, &tint, &tsum);
+                        if (mode == 0) break;
+                    }
+                    continue;
                 }
 #endif
                 /* GROUP / CH independent accumulators: enough multiply-adds in flight to fill the units */
