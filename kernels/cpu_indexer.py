@@ -78,20 +78,37 @@ static inline int any_lane(v16i m) {
     return m[0] != 0;
 }
 
-/* a top list is a heap with its worst entry first: the lowest score, among equal ones the highest index;
-   replacing the worst costs log k steps (a scan for the new worst cost k, most of a long prefill's time) */
-static inline int worse(float a, long ia, float b, long ib) { return a < b || (a == b && ia > ib); }
+/* A top list is a min-heap of 64-bit keys: the score's bits made orderable above, 2^32 - 1 - index below,
+   so a larger key is a better entry (a higher score, among equal ones the lower index) and the root is the
+   worst. Replacing the worst costs log k integer compares (a scan for the new worst cost k, most of a long
+   prefill's time). -0 is keyed as +0: the two compare equal as scores. Indices must be < 2^32. */
+static inline uint64_t key_of(float v, long idx) {
+    v += 0.0f;  /* -0 -> +0 */
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)u << 32) | (uint32_t)(0xFFFFFFFFu - (uint32_t)idx);
+}
 
-static void sift_down(float *sc, long *ix, int k, int i) {
+static inline float score_of(uint64_t key) {
+    uint32_t u = (uint32_t)(key >> 32);
+    u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static void sift_down(uint64_t *h, int n, int i) {
+    uint64_t x = h[i];
     for (;;) {
         int c = 2 * i + 1;
-        if (c >= k) return;
-        if (c + 1 < k && worse(sc[c + 1], ix[c + 1], sc[c], ix[c])) c++;
-        if (!worse(sc[c], ix[c], sc[i], ix[i])) return;
-        float t = sc[i]; sc[i] = sc[c]; sc[c] = t;
-        long x = ix[i]; ix[i] = ix[c]; ix[c] = x;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= x) break;
+        h[i] = h[c];
         i = c;
     }
+    h[i] = x;
 }
 
 static float amax_of(const float *x, int D) {
@@ -170,11 +187,10 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
     long nq = s1 - s0;
     if (nq <= 0) return 0;
     float *kt = aligned_alloc(64, sizeof(float) * (size_t)D * TILE);
-    float *top_sc = malloc(sizeof(float) * (size_t)nq * k);
-    long *top_ix = malloc(sizeof(long) * (size_t)nq * k);
+    uint64_t *top = malloc(sizeof(uint64_t) * (size_t)nq * k);
     int *count = calloc((size_t)nq, sizeof(int));
-    if (!kt || !top_sc || !top_ix || !count) {
-        free(kt); free(top_sc); free(top_ix); free(count);
+    if (!kt || !top || !count) {
+        free(kt); free(top); free(count);
         return -1;
     }
 #if PREFILTER
@@ -197,7 +213,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         kcorr = aligned_alloc(64, sizeof(int32_t) * TILE);
         if (!qq || !qs || !kq || !kcorr) {
             free(qq); free(qs); free(kq); free(kcorr);
-            free(kt); free(top_sc); free(top_ix); free(count);
+            free(kt); free(top); free(count);
             return -1;
         }
         /* rounding: the exact fp32 score and the bound's own arithmetic each stray by at most ~(D + H)
@@ -260,10 +276,9 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
             long lim = vis - c0 < n ? vis - c0 : n;
             if (lim <= 0) continue;
             long r = s - s0;
-            float *ts = top_sc + r * k;
-            long *ti = top_ix + r * k;
+            uint64_t *tk = top + r * k;
             int cnt = count[r];
-            float thr = cnt < k ? -INFINITY : ts[0];
+            float thr = cnt < k ? -INFINITY : score_of(tk[0]);
 #if PREFILTER
             int mode = 2;  /* prefilter_limit's answer for the current thr; 2: score every group */
             int32_t tint = 0;
@@ -314,8 +329,8 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                         long stop = base + CH < lim ? base + CH : lim;
                         for (long j = base; j < stop; j++)
                             if (tot[j - base] > thr) {  /* a later index never beats an equal score */
-                                ts[0] = tot[j - base]; ti[0] = c0 + j;
-                                sift_down(ts, ti, k, 0); thr = ts[0];
+                                tk[0] = key_of(tot[j - base], c0 + j);
+                                sift_down(tk, k, 0); thr = score_of(tk[0]);
                             }
                     }
                     if (thr != thr0) {
@@ -359,14 +374,14 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
                     for (long j = base; j < stop; j++) {
                         float v = tot[u][j - base];
                         if (cnt < k) {  /* not full: take it */
-                            ts[cnt] = v; ti[cnt] = c0 + j; cnt++;
+                            tk[cnt++] = key_of(v, c0 + j);
                             if (cnt == k) {  /* full: make it a heap */
-                                for (int i = k / 2 - 1; i >= 0; i--) sift_down(ts, ti, k, i);
-                                thr = ts[0];
+                                for (int i = k / 2 - 1; i >= 0; i--) sift_down(tk, k, i);
+                                thr = score_of(tk[0]);
                             }
                         } else if (v > thr) {  /* a later index never beats an equal score */
-                            ts[0] = v; ti[0] = c0 + j;
-                            sift_down(ts, ti, k, 0); thr = ts[0];
+                            tk[0] = key_of(v, c0 + j);
+                            sift_down(tk, k, 0); thr = score_of(tk[0]);
                         }
                     }
                 }
@@ -381,22 +396,20 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         }
     }
     for (long r = 0; r < nq; r++) {  /* descending score, equal scores by index: heap sort (k log k) */
-        float *ts = top_sc + r * k;
-        long *ti = top_ix + r * k;
+        uint64_t *tk = top + r * k;
         int cnt = count[r];
-        for (int i = cnt / 2 - 1; i >= 0; i--) sift_down(ts, ti, cnt, i);  /* a list never filled */
+        for (int i = cnt / 2 - 1; i >= 0; i--) sift_down(tk, cnt, i);  /* a list never filled */
         for (int m = cnt - 1; m > 0; m--) {  /* the worst left goes to the back */
-            float t = ts[0]; ts[0] = ts[m]; ts[m] = t;
-            long x = ti[0]; ti[0] = ti[m]; ti[m] = x;
-            sift_down(ts, ti, m, 0);
+            uint64_t t = tk[0]; tk[0] = tk[m]; tk[m] = t;
+            sift_down(tk, m, 0);
         }
         long *o = out + (s0 + r) * k;
-        for (int i = 0; i < k; i++) o[i] = i < cnt ? ti[i] : -1;
+        for (int i = 0; i < k; i++) o[i] = i < cnt ? (long)(0xFFFFFFFFu - (uint32_t)tk[i]) : -1;
     }
 #if PREFILTER
     if (prefilter) { free(qq); free(qs); free(kq); free(kcorr); }
 #endif
-    free(kt); free(top_sc); free(top_ix); free(count);
+    free(kt); free(top); free(count);
     return 0;
 }
 """
@@ -443,6 +456,8 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible
         raise RuntimeError("the C indexer is not available here: check cpu_indexer.available() first")
     bsz, seqlen, heads, dim = q.shape
     t = keys.shape[1]
+    if t >= 2**32:  # the top lists' keys hold an entry's index in 32 bits
+        raise ValueError(f"the C indexer takes fewer than 2^32 entries per row, got {t}")
     qf = q.float().contiguous()
     wf = w.float().contiguous()
     kf = keys.float()
