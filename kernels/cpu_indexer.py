@@ -193,9 +193,24 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
     float *kt = aligned_alloc(64, sizeof(float) * (size_t)D * TILE);
     uint64_t *top = malloc(sizeof(uint64_t) * (size_t)nq * k);
     int *count = calloc((size_t)nq, sizeof(int));
-    if (!kt || !top || !count) {
-        free(kt); free(top); free(count);
+    float *ceil_q = malloc(sizeof(float) * (size_t)nq);
+    if (!kt || !top || !count || !ceil_q) {
+        free(kt); free(top); free(count); free(ceil_q);
         return -1;
+    }
+    /* A ceiling on a query's scores: sum over heads with w_h > 0 of w_h ||q_h|| ||key|| (the others add
+       nothing positive), widened by the fp32 rounding of a score. Once the k-th best reaches it for a tile's
+       largest key, no entry of the tile can beat it: a query whose weights are all <= 0 (scores <= 0), with
+       k zeros found, skips every later tile. */
+    for (long r = 0; r < nq; r++) {
+        float c = 0.0f;
+        for (int h = 0; h < H; h++) {
+            float wh = w[(s0 + r) * H + h], n2 = 0.0f;
+            const float *x = q + ((s0 + r) * H + h) * (long)D;
+            for (int d = 0; d < D; d++) n2 = fmaf(x[d], x[d], n2);
+            if (wh > 0.0f) c += wh * sqrtf(n2);
+        }
+        ceil_q[r] = c * (1.0f + (float)(D + H + 8) * 0x1p-22f);
     }
 #if PREFILTER
     /* PREFILTER: an upper bound of a group's exact scores at int8 cost. With q ~ q' = sq * qq (per query
@@ -217,7 +232,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
         kcorr = aligned_alloc(64, sizeof(int32_t) * TILE);
         if (!qq || !qs || !kq || !kcorr) {
             free(qq); free(qs); free(kq); free(kcorr);
-            free(kt); free(top); free(count);
+            free(kt); free(top); free(count); free(ceil_q);
             return -1;
         }
         /* rounding: the exact fp32 score and the bound's own arithmetic each stray by at most ~(D + H)
@@ -248,9 +263,17 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
     }
     for (long c0 = 0; c0 < most; c0 += TILE) {
         long n = most - c0 < TILE ? most - c0 : TILE;
-        for (long j = 0; j < TILE; j++)  /* transpose: kt[d][j] = key[c0 + j][d], zeros past n */
-            for (int d = 0; d < D; d++)
-                kt[(long)d * TILE + j] = j < n ? keys[(c0 + j) * key_stride + d] : 0.0f;
+        float key_norm = 0.0f;  /* the tile's largest ||key||, rounded up */
+        for (long j = 0; j < TILE; j++) {  /* transpose: kt[d][j] = key[c0 + j][d], zeros past n */
+            float n2 = 0.0f;
+            for (int d = 0; d < D; d++) {
+                float x = j < n ? keys[(c0 + j) * key_stride + d] : 0.0f;
+                kt[(long)d * TILE + j] = x;
+                n2 = fmaf(x, x, n2);
+            }
+            key_norm = n2 > key_norm ? n2 : key_norm;
+        }
+        key_norm = sqrtf(key_norm) * (1.0f + 1e-4f);
 #if PREFILTER
         if (prefilter) {  /* int8 keys: per CH keys, Dp/4 rows of CH lanes x 4 bytes (VNNI's layout) */
             int8_t x[Dp];
@@ -283,6 +306,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
             uint64_t *tk = top + r * k;
             int cnt = count[r];
             float thr = cnt < k ? -INFINITY : score_of(tk[0]);
+            if (cnt == k && thr >= ceil_q[r] * key_norm * (1.0f + 0x1p-20f)) continue;  /* none can beat it */
 #if PREFILTER
             int mode = 2;  /* prefilter_limit's answer for the current thr; 2: score every group */
             int32_t tint = 0;
@@ -402,7 +426,7 @@ int indexer_topk(const float *q, const float *w, const float *keys, long key_str
 #if PREFILTER
     if (prefilter) { free(qq); free(qs); free(kq); free(kcorr); }
 #endif
-    free(kt); free(top); free(count);
+    free(kt); free(top); free(count); free(ceil_q);
     return 0;
 }
 """

@@ -1,7 +1,8 @@
 """The C indexer's int8 prefilter skips only groups that cannot change the selection: with it and without
 it, and against the reference, the same entries on inputs built to make the bound tight or loose (exact
-integer scores and ties, keys of very different sizes in one tile, weights <= 0, all-zero keys,
-dimensions that are not a multiple of 4)."""
+integer scores and ties, keys of very different sizes in one tile, weights <= 0, all-zero keys, keys
+parallel to the queries whose scores reach the ceiling ||q|| ||key|| a tile is skipped by, dimensions that
+are not a multiple of 4)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def _case(kind: str, heads: int, dim: int, seed: int):
     elif kind == "nonpositive_weights":
         w = -w.abs()
         w[..., 0] = 0.0
+    elif kind == "parallel":  # every query along one direction, and keys along it growing by index: the
+        # best scores sit at their tile's ceiling w ||q|| ||key||, just above the last tile's
+        u = torch.randn(dim, generator=g)
+        q = u * torch.rand(1, seqlen, heads, 1, generator=g).add(0.5)
+        w = w.abs() + 0.1
+        every = torch.arange(0, entries, 5)
+        keys[0, every] = 3 * u * (1 + 1e-7 * every.float()).unsqueeze(-1)  # the largest; +2.5e-5 a tile
+        keys[0, every + 1] = -keys[0, every]  # and their opposites, which score 0
     elif kind == "zero_keys":  # whole tiles of zero keys among others
         keys[:, 256:1024] = 0.0
         keys[:, 2000:] = 0.0
@@ -48,7 +57,7 @@ def _case(kind: str, heads: int, dim: int, seed: int):
 
 
 @pytest.mark.parametrize("kind", ["normal", "integers", "duplicates", "mixed_sizes", "nonpositive_weights",
-                                  "zero_keys"])
+                                  "parallel", "zero_keys"])
 @pytest.mark.parametrize(("heads", "dim"), [(1, 16), (3, 13), (4, 7)])
 def test_prefilter_keeps_the_exact_selection(kind, heads, dim):
     if not cpu_indexer.available():
