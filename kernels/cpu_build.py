@@ -16,7 +16,10 @@ import platform
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import torch
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
 
@@ -63,3 +66,35 @@ def load(name: str, source: str, flags: Sequence[str],
         lib = None
     _loaded[name] = lib
     return lib
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), rebuilt when torch's threads change
+
+
+def run_parallel(fn: Callable[..., int], jobs: Sequence[tuple]) -> list[int]:
+    """fn(*job) for every job, over torch's thread count (a ctypes call releases the GIL); one job runs
+    in the calling thread. Returns the return codes in job order."""
+    global _pool
+    if len(jobs) <= 1:
+        return [fn(*j) for j in jobs]
+    threads = max(1, torch.get_num_threads())
+    if _pool is None or _pool[0] != threads:
+        _pool = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentkit-cpu"))
+    return list(_pool[1].map(lambda j: fn(*j), jobs))
+
+
+MIN_SPLIT = 1 << 18  # units of work below which one thread does a call: a thread hop costs more
+
+
+def split(costs: torch.Tensor) -> list[tuple[int, int]]:
+    """Ranges of items (queries) with about equal total cost (costs [n], e.g. the entries each query scores;
+    causal queries cost more the later they come), one per torch thread when the call is worth splitting."""
+    n = costs.shape[0]
+    if n == 0:
+        return []
+    cum = costs.to(torch.float64).cumsum(0)
+    total = float(cum[-1])
+    parts = min(max(1, torch.get_num_threads()), n) if total >= MIN_SPLIT else 1
+    cuts = torch.searchsorted(cum, torch.arange(1, parts, dtype=torch.float64) * (total / parts)).tolist()
+    bounds = [0, *cuts, n]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -49,6 +48,9 @@ _SOURCE = r"""
 typedef float v16 __attribute__((vector_size(64), aligned(64)));
 typedef int v16i __attribute__((vector_size(64), aligned(64)));
 
+/* a broadcast: (v16){0} + x would be a scalar add (of +0, which -0 + 0 changes) before it */
+static inline v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
 /* Exact scores of GROUP / CH blocks of CH entries for one query (q [H, D], w [H]); block u's transposed
    keys start at kt + off[u] (rows TILE apart). Every exact score in the loop comes from here, so an entry
    scores the same whichever blocks it is scored with; the blocks' chains are independent (in flight
@@ -60,11 +62,11 @@ static inline void scores(const float *q, const float *w, const float *kt, const
         v16 acc[GROUP / CH];
         for (int u = 0; u < GROUP / CH; u++) acc[u] = (v16){0};
         for (int d = 0; d < D; d++) {
-            v16 qd = (v16){0} + qh[d];
+            v16 qd = splat(qh[d]);
             const float *row = kt + (long)d * TILE;
             for (int u = 0; u < GROUP / CH; u++) acc[u] += qd * *(const v16 *)(row + off[u]);
         }
-        v16 wh = (v16){0} + w[h];
+        v16 wh = splat(w[h]);
         for (int u = 0; u < GROUP / CH; u++) {
             v16 rl = (v16)((v16i)acc[u] & (acc[u] > 0.0f));  /* relu: keep x where x > 0 */
             if (h == 0) tot[u] = wh * rl;
@@ -457,17 +459,12 @@ def prefilter_built() -> bool:
     return lib is not None and bool(lib.prefilter_built())
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), rebuilt when torch's threads change
-_MIN_SPLIT = 64 * 4096  # (queries x entries) below which one thread does the call: a thread hop costs more
-
-
 def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,
                  k: int, prefilter: bool = True) -> torch.Tensor:
     """q [B, S, Hi, di], w [B, S, Hi] (scaled), keys [B, T, di], n_visible [B, S] -> [B, S, k] int64 indices
     (descending score, ties to the lower index, -1 past the visible count). CPU tensors; computed in fp32.
     `prefilter` lets the loop skip groups whose int8 score bound cannot reach the k-th best (where the CPU
     has AVX512-VNNI; the same selection either way). Call only when `available()`."""
-    global _pool
     lib = cpu_build.load("indexer_topk", _SOURCE, _FLAGS, _declare)
     if lib is None:
         raise RuntimeError("the C indexer is not available here: check cpu_indexer.available() first")
@@ -482,24 +479,12 @@ def indexer_topk(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_visible
         kf = kf.contiguous()
     nv = n_visible.to(torch.long).contiguous()
     out = torch.empty(bsz, seqlen, k, dtype=torch.long)
-    threads = max(1, torch.get_num_threads())
     jobs = []
-    for b in range(bsz):
-        pairs = nv[b].clamp(min=0, max=t).cumsum(0)  # later queries see more entries (causal): split the
-        total = int(pairs[-1]) if seqlen else 0  # queries into equal shares of (query, entry) pairs
-        parts = min(threads, seqlen) if total >= _MIN_SPLIT else 1
-        cuts = torch.searchsorted(pairs, torch.arange(1, parts) * (total / parts)).tolist()
-        bounds = [0, *cuts, seqlen]
-        for s0, s1 in zip(bounds, bounds[1:], strict=False):
-            if s1 > s0:
-                jobs.append((qf[b].data_ptr(), wf[b].data_ptr(), kf[b].data_ptr(), kf.stride(1),
-                             nv[b].data_ptr(), s0, s1, heads, dim, t, k, out[b].data_ptr(), int(prefilter)))
-    if len(jobs) == 1:
-        rcs = [lib.indexer_topk(*jobs[0])]
-    else:
-        if _pool is None or _pool[0] != threads:
-            _pool = (threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentkit-indexer"))
-        rcs = list(_pool[1].map(lambda a: lib.indexer_topk(*a), jobs))  # ctypes releases the GIL
+    for b in range(bsz):  # later queries see more entries (causal): equal shares of (query, entry) pairs
+        for s0, s1 in cpu_build.split(nv[b].clamp(min=0, max=t)):
+            jobs.append((qf[b].data_ptr(), wf[b].data_ptr(), kf[b].data_ptr(), kf.stride(1),
+                         nv[b].data_ptr(), s0, s1, heads, dim, t, k, out[b].data_ptr(), int(prefilter)))
+    rcs = cpu_build.run_parallel(lib.indexer_topk, jobs)
     if any(rcs):
         raise MemoryError("the C indexer could not allocate its working buffers")
     return out

@@ -170,6 +170,19 @@ def cpu_indexer(device: torch.device) -> bool:
     return device.type == "cpu" and backend(device) == "torch" and _mod("cpu_indexer").available()
 
 
+def cpu_attention(q: torch.Tensor, kvs: list[torch.Tensor]) -> bool:
+    """Whether a prefill's sparse attention runs as the compiled C loop (`cpu_attention`): CPU tensors on the
+    torch side, fp32 rows with a head dimension that is a multiple of 16, at most two KV sets, and a C
+    compiler there (AGENTKIT_CPU_ATTENTION=0: never)."""
+    mod = _mod("cpu_attention")
+    return backend(q.device) == "torch" and mod.supports(q, kvs) and mod.available()
+
+
+def sparse_attention_cpu(q: torch.Tensor, sets: list, sink: torch.Tensor, scale: float) -> torch.Tensor:
+    """The C sparse attention: [B, S, H, d] (see `cpu_attention.sparse_attention`)."""
+    return _mod("cpu_attention").sparse_attention(q, sets, sink, scale)
+
+
 def indexer_topk_cpu(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, n_visible: torch.Tensor,
                      k: int) -> torch.Tensor:
     """The C indexer: scores and top-k fused, [B, S, k] int64 (see `cpu_indexer.indexer_topk`)."""

@@ -100,13 +100,15 @@ def sparse_attn(
     bsz, seqlen, heads, dim = q.shape
     if seqlen == 1 and live:
         return _sparse_attn_decode(q, live, sink, scale)
+    # Training: autograd cannot follow GEMMs written into a buffer (out=...) nor scores overwritten in place
+    # (amax saved them), so a differentiable call takes fresh tensors and out-of-place ops.
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, sink, *(kv for kv, _ in live)))
+    if live and not grad and dispatch.cpu_attention(q, [kv for kv, _ in live]):  # scores never leave C
+        return dispatch.sparse_attention_cpu(q, live, sink, scale)
     out = torch.empty_like(q)
     sink = sink.float().view(1, 1, heads, 1)
     if not live:
         return out.zero_()
-    # Training: autograd cannot follow GEMMs written into a buffer (out=...) nor scores overwritten in place
-    # (amax saved them), so a differentiable call takes fresh tensors and out-of-place ops.
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, sink, *(kv for kv, _ in live)))
     per_query = sum(sel.shape[-1] * (dim + heads) for _, sel in live)
     step = min(_query_block(bsz * per_query), DENSE_QUERY_BLOCK)
     # Several blocks (a prefill) write their dense scores into one buffer: a fresh tensor of that size costs

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from agentkit.kernels import cpu_indexer
+from agentkit.kernels import cpu_build, cpu_indexer
 from agentkit.kernels.indexer import indexer_topk_ref
 from agentkit.kernels.sparse_attention import sparse_attention_ref
 from agentkit.runtime import ops
@@ -119,7 +119,7 @@ def test_c_indexer_selection_does_not_depend_on_how_queries_are_split(monkeypatc
     monkeypatch.setenv(cpu_indexer.ENV, "1")
     q, w, keys, nv = _indexer_inputs(2, 700, 3, 16, 2000, 7000, seed=11, ties=False)
     torch.set_num_threads(2)
-    monkeypatch.setattr(cpu_indexer, "_MIN_SPLIT", 1)  # split even this small call across threads
+    monkeypatch.setattr(cpu_build, "MIN_SPLIT", 1)  # split even this small call across threads
     whole = ops.indexer_topk(q, w, keys, nv, 32)
     torch.set_num_threads(1)
     assert torch.equal(whole, ops.indexer_topk(q, w, keys, nv, 32))
