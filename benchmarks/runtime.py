@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "runtime"))  # the oracle builder shared with the parity tests
 
-from agentkit.kernels import cpu_indexer  # noqa: E402
+from agentkit.kernels import cpu_attention, cpu_indexer  # noqa: E402
 from agentkit.runtime.config import ModelConfig  # noqa: E402
 
 
@@ -284,12 +284,13 @@ def main() -> None:
             for n in lengths:
                 show(f"long_ours_{n}", long_ours(n))
             if lengths:
-                # the same prefill with the indexer's PyTorch body instead of the C loop: the baseline
+                # the same prefill with the PyTorch bodies of the indexer and the attention instead of the C
+                # loops: the baseline
                 n = lengths[0]
-                with _env(cpu_indexer.ENV, "0"):
+                with _env(cpu_indexer.ENV, "0"), _env(cpu_attention.ENV, "0"):
                     base = long_ours(n)
                 speedup = base["seconds"] / results[f"long_ours_{n}"]["seconds"]
-                show(f"long_ours_{n}_torch_indexer", {**base, "c_indexer_speedup": speedup})
+                show(f"long_ours_{n}_torch_paths", {**base, "c_loops_speedup": speedup})
             for a, b in zip(lengths, lengths[1:], strict=False):
                 ta, tb = results[f"long_ours_{a}"]["seconds"], results[f"long_ours_{b}"]["seconds"]
                 show(f"long_growth_{a}_to_{b}", {"length_x": b / a, "time_x": tb / ta})
