@@ -139,13 +139,13 @@ def train_tiny(
     ] = 3,
     turn_rows: Annotated[
         str, typer.Option(help="those rows: 'first' turns, or 'whole' conversations")
-    ] = "first",
+    ] = "whole",
     varied_outputs: Annotated[
         int, typer.Option(help="per task, copies whose copied tool outputs (counts, paths) are drawn wide")
-    ] = 0,
+    ] = 2,
     varied_in: Annotated[
         str, typer.Option(help="those copies join the prefix-less rows ('turns') or all rows ('all')")
-    ] = "turns",
+    ] = "all",
     copy_hard: Annotated[
         float, typer.Option(help="fraction of recall words with a repeated token inside (numbers, phrases)")
     ] = 0.3,

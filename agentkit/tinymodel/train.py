@@ -389,10 +389,13 @@ class TrainOptions:
     # with turn_rows="whole" the whole conversations, whose later turns copy from tool output (a count, a
     # path) into a command and the answer, the copy the first-turn recipe's failures get wrong.
     first_turn_every: int = 3
-    turn_rows: str = "first"
-    # Rows whose copied tool outputs are drawn wide (`corpus.vary_outputs`; built by the caller, `varied`
-    # in `train`) join the prefix-less rows ("turns") or both those and the task rows ("all").
-    varied_in: str = "turns"
+    turn_rows: str = "whole"
+    # `varied_outputs` copies of each task whose copied tool outputs are drawn wide (`corpus.vary_outputs`;
+    # built by the caller, `varied` in `train`) join the prefix-less rows ("turns") or those and the task
+    # rows ("all"). 2600-step runs, seed 0, held-out tasks solved: 54.0% without them (turn_rows "whole"),
+    # 34.5% with two copies in the prefix-less rows only, 90.5% with two copies in all rows.
+    varied_outputs: int = 2
+    varied_in: str = "all"
     # Every n-th step (0: never) after the warm-up is a warm-up step again (repeat rows only). Continuing a
     # task-trained model with warm-up steps alone, its held-out task loss went 0.5 -> 7.9 in 300 steps
     # (forgotten); interleaved, the copy skill is trained densely and the tasks are kept.
@@ -765,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.add_argument(flag, type=kind, default=getattr(TrainOptions, flag[2:].replace("-", "_")), help=text)
     ap.add_argument("--turn-rows", choices=("first", "whole"), default=TrainOptions.turn_rows,
                     help="the prefix-less rows: first turns, or whole conversations")
-    ap.add_argument("--varied-outputs", type=int, default=0,
+    ap.add_argument("--varied-outputs", type=int, default=TrainOptions.varied_outputs,
                     help="per training task, this many copies whose copied tool outputs are drawn wide")
     ap.add_argument("--varied-in", choices=("turns", "all"), default=TrainOptions.varied_in,
                     help="the varied copies join the prefix-less rows, or those and the task rows")

@@ -109,7 +109,8 @@ def test_agentkit_model_train_tiny_passes_the_recipe_on(
     opt = train.TrainOptions()
     defaults = {"--copy-every": opt.copy_every, "--first-turn-every": opt.first_turn_every, "--threads": 2}
     defaults |= {"--copy-hard": opt.copy_hard, "--previous-back": opt.previous_back}
-    defaults |= {"--steps": opt.max_steps, "--decay-frac": opt.decay_frac}
+    defaults |= {"--steps": opt.max_steps, "--decay-frac": opt.decay_frac, "--turn-rows": opt.turn_rows}
+    defaults |= {"--varied-outputs": opt.varied_outputs, "--varied-in": opt.varied_in}
     for flag, value in defaults.items():
         assert argv[argv.index(flag) + 1] == str(value), flag
     assert "--minutes" not in argv  # a step budget alone: the same run on a slower machine

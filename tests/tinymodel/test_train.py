@@ -90,7 +90,7 @@ def _schedule(setup, steps: int, varied: list[Example] = (), **options) -> list[
 
 def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     examples = setup[2]
-    records = _schedule(setup, 5, copy_warmup=2, first_turn_every=2)
+    records = _schedule(setup, 5, copy_warmup=2, first_turn_every=2, turn_rows="first")
     assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "first_turn", "tasks"]
     assert records[0]["rows"] == T.COPY_TOKENS // T.COPY_FIRST_WIDTH
     assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
@@ -256,7 +256,8 @@ def test_varied_output_rows_join_the_prefix_less_rows_or_all_rows(setup, trajs: 
     assert sum(t.task.family.startswith("count") for t in trajs) == 2 and len(varied) == 2 * 2 + 1
     assert varied and [e.ids for e in varied] != [e.ids for e in T.varied_examples(tok, records, 2, seed=1)]
     # (no recall rows mixed into the task rows, so the rows counted are the streams' own)
-    turns = _schedule(setup, 2, varied, copy_warmup=0, copy_rows=0.0, first_turn_every=2, turn_rows="whole")
+    turns = _schedule(setup, 2, varied, copy_warmup=0, copy_rows=0.0, first_turn_every=2, turn_rows="whole",
+                      varied_in="turns")
     assert [r["rows"] for r in turns] == [len(examples), len(examples) + len(varied)]
     every = _schedule(setup, 1, varied, copy_warmup=0, copy_rows=0.0, varied_in="all")
     assert every[0]["rows"] == len(examples) + len(varied)
