@@ -86,9 +86,11 @@ def run_parallel(fn: Callable[..., int], jobs: Sequence[tuple]) -> list[int]:
 MIN_SPLIT = 1 << 18  # units of work below which one thread does a call: a thread hop costs more
 
 
-def split(costs: torch.Tensor) -> list[tuple[int, int]]:
+def split(costs: torch.Tensor, align: int = 1) -> list[tuple[int, int]]:
     """Ranges of items (queries) with about equal total cost (costs [n], e.g. the entries each query scores;
-    causal queries cost more the later they come), one per torch thread when the call is worth splitting."""
+    causal queries cost more the later they come), one per torch thread when the call is worth splitting;
+    every range starts at a multiple of `align` (a loop that works in blocks of that many then forms the
+    same blocks, and rounds the same, whatever the thread count)."""
     n = costs.shape[0]
     if n == 0:
         return []
@@ -96,5 +98,5 @@ def split(costs: torch.Tensor) -> list[tuple[int, int]]:
     total = float(cum[-1])
     parts = min(max(1, torch.get_num_threads()), n) if total >= MIN_SPLIT else 1
     cuts = torch.searchsorted(cum, torch.arange(1, parts, dtype=torch.float64) * (total / parts)).tolist()
-    bounds = [0, *cuts, n]
+    bounds = [0, *(min(n, round(c / align) * align) for c in cuts), n]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]

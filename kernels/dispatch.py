@@ -172,8 +172,8 @@ def cpu_indexer(device: torch.device) -> bool:
 
 def cpu_attention(q: torch.Tensor, kvs: list[torch.Tensor]) -> bool:
     """Whether a prefill's sparse attention runs as the compiled C loop (`cpu_attention`): CPU tensors on the
-    torch side, fp32 rows with a head dimension that is a multiple of 16, at most two KV sets, and a C
-    compiler there (AGENTKIT_CPU_ATTENTION=0: never)."""
+    torch side, fp32 rows with a head dimension that is a multiple of 16, at most two KV sets, a C compiler
+    there, and AGENTKIT_CPU_ATTENTION=1 (opt-in, see `cpu_attention.ENV`)."""
     mod = _mod("cpu_attention")
     return backend(q.device) == "torch" and mod.supports(q, kvs) and mod.available()
 
