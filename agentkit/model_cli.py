@@ -120,7 +120,7 @@ def train_tiny(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: data/, model/, train.log.jsonl")],
     steps: Annotated[
         int, typer.Option(help="training steps: the budget, the same run on any machine (0: --minutes alone)")
-    ] = 2600,
+    ] = 3400,
     minutes: Annotated[float | None, typer.Option(help="also stop after this many minutes")] = None,
     tasks: Annotated[int, typer.Option(help="training tasks (expert trajectories run in a sandbox)")] = 2500,
     seed: Annotated[int, typer.Option(help="seed of the weights and the batch order")] = 0,

@@ -226,6 +226,8 @@ class RouterBalancer:
         self._hooks = [g.register_forward_hook(self._count) for g in self.gates]
 
     def _count(self, gate: nn.Module, _args: object, out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if not gate.training:  # held-out scoring (eval mode) must not steer the training's routing
+            return
         self.counts[id(gate)] += torch.bincount(out[1].flatten(), minlength=gate.weight.shape[0]).float()
 
     @torch.no_grad()
@@ -366,7 +368,7 @@ def evaluate(
 class TrainOptions:
     # The budget, in steps (the same run on any machine: the learning-rate schedule follows the steps) and/or
     # wall-clock minutes; whichever runs out first ends the run.
-    max_steps: int | None = 2600
+    max_steps: int | None = 3400
     minutes: float | None = None
     batch_tokens: int = 3000  # task tokens per step (the shared prefix comes on top)
     muon_lr: float = 0.02
@@ -573,7 +575,8 @@ def train(
                 rec["copy_width"] = copy_width
             if prev_loss is not None:
                 rec["previous_loss"] = round(float(prev_loss.detach()), 4)
-            if heldout and step % opt.eval_every == 0:
+            # Held-out tasks are scored from the task phase on: the warm-up trains no task (~2 s per call).
+            if heldout and task_start is not None and step % opt.eval_every == 0:
                 res = evaluate(model, eval_prefix, heldout, pad_id, name_ids=name_ids)
                 rec.update({f"heldout_{k}": round(v, 4) for k, v in res.items()})
             records.append(rec)

@@ -72,7 +72,9 @@ def test_three_steps_lower_the_loss_on_a_fixed_batch(setup, tmp_path: Path) -> N
     assert (tmp_path / "model" / "tokenizer.json").is_file()
 
 
-def _schedule(setup, steps: int, varied: list[Example] = (), **options) -> list[dict]:
+def _schedule(
+    setup, steps: int, varied: list[Example] = (), heldout: list[Example] = (), **options
+) -> list[dict]:
     """The log records of `steps` training steps of a fresh micro model, copy rows over tokens 300-399;
     none of the recipe's extras (interleaved copy and first-turn steps ...) unless `options` ask."""
     tok, _, examples, prefix = setup
@@ -84,7 +86,8 @@ def _schedule(setup, steps: int, varied: list[Example] = (), **options) -> list[
     )
     pad = tok.token_to_id("<｜▁pad▁｜>")
     return T.train(
-        model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400), varied=varied
+        model, examples, lambda rng: prefix, opt, pad_id=pad, copy_ids=range(300, 400), varied=varied,
+        heldout=heldout,
     )
 
 
@@ -96,6 +99,37 @@ def test_copy_warm_up_comes_first_then_the_tasks(setup) -> None:
     assert records[2]["rows"] > len(examples)  # repeat rows join the tasks'
     # first-turn rows: one per example, the instruction and the first completion only
     assert records[3]["rows"] == len(examples) and 0 < records[3]["targets"] < records[2]["targets"]
+
+
+def test_heldout_tasks_are_scored_from_the_task_phase_on(setup) -> None:
+    records = _schedule(setup, 4, heldout=setup[2][:2], copy_warmup=2, eval_every=1)
+    assert [r["phase"] for r in records] == ["copy", "copy", "tasks", "tasks"]
+    scored = ["heldout_loss" in r for r in records]
+    assert scored == [False, False, True, True]  # the warm-up trains no task: nothing to score yet
+
+
+def test_router_balancing_counts_training_forwards_only() -> None:
+    model = Model(T.micro_config(512))
+    T.init_weights(model, seed=0)
+    balancer = T.RouterBalancer(model)
+    ids = torch.randint(10, 500, (2, 40))
+    try:
+        before = [g.bias.clone() for g in balancer.gates]
+        assert before  # the micro config has learned gates
+
+        def unchanged() -> bool:
+            return all(torch.equal(b, g.bias) for b, g in zip(before, balancer.gates, strict=True))
+
+        with torch.no_grad():
+            model.eval()
+            model(ids)  # held-out scoring
+            assert balancer.step() == 0.0 and unchanged()
+            model.train()
+            model(ids)
+        assert balancer.step() >= 1.0
+        assert not unchanged()
+    finally:
+        balancer.close()
 
 
 def test_learning_rate_stays_full_through_the_warm_up_and_decays_over_the_task_phase(setup) -> None:
