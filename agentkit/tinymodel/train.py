@@ -656,13 +656,16 @@ def varied_examples(
     tok, records: Sequence[dict], copies: int, seed: int, coarse: Sequence = ()
 ) -> list[Example]:
     """`copies` variants of each record whose copied tool outputs are drawn wide (`corpus.vary_outputs`),
-    as examples like `trajectory_examples`'; records with no such output give none."""
+    as examples like `trajectory_examples`'; a record with no such output (create a file, rename, move)
+    comes back as it is, so that every task family keeps its share of the rows. (Without those, creating
+    a file was 1 row in 25 instead of 1 in 9, and a 3400-step run solved 9 of 23 such tasks, where it
+    solved 18-23 of every other family.)"""
     from agentkit.tinymodel.corpus import vary_outputs
     from agentkit.tinymodel.tasks import word_pool
 
     rng = random.Random(f"varied/{seed}")
     words = word_pool("train")
-    recs = [v for _ in range(copies) for r in records if (v := vary_outputs(r, rng, words)) is not None]
+    recs = [vary_outputs(r, rng, words) or r for _ in range(copies) for r in records]
     return trajectory_examples(tok, recs, coarse=coarse)
 
 

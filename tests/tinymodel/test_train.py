@@ -285,9 +285,16 @@ def test_varied_output_rows_join_the_prefix_less_rows_or_all_rows(setup, trajs: 
     tok, _, examples, _ = setup
     records = [{"task": t.task.to_dict(), "messages": [m.to_openai() for m in t.messages]} for t in trajs]
     varied = T.varied_examples(tok, records, 2, seed=0)
-    # the three tasks: a file to create (nothing to vary), a line count and a word count: two copies of
-    # the two counts, and as in `trajectory_examples` every fourth one rendered in chat mode as well
-    assert sum(t.task.family.startswith("count") for t in trajs) == 2 and len(varied) == 2 * 2 + 1
+    # the three tasks: a file to create (nothing to vary: it comes back as it is, keeping its family's
+    # share), a line count and a word count: two copies of each, and as in `trajectory_examples` every
+    # fourth one rendered in chat mode as well
+    assert sum(t.task.family.startswith("count") for t in trajs) == 2 and len(varied) == 2 * 3 + 2
+    def rows(recs: list[dict]) -> set[tuple[int, ...]]:  # in thinking and chat mode
+        return {tuple(e.ids) for e in T.trajectory_examples(tok, recs, chat_every=1)}
+
+    create = next(i for i, t in enumerate(trajs) if t.task.family == "create_file")
+    kept = {tuple(e.ids) for e in varied} & rows(records)
+    assert kept and kept <= rows(records[create : create + 1])  # the counts' copies all differ
     assert varied and [e.ids for e in varied] != [e.ids for e in T.varied_examples(tok, records, 2, seed=1)]
     # (no recall rows mixed into the task rows, so the rows counted are the streams' own)
     turns = _schedule(setup, 2, varied, copy_warmup=0, copy_rows=0.0, first_turn_every=2, turn_rows="whole",
